@@ -1,0 +1,447 @@
+//! The proxy listener: hyper 1 server in front, a pooled hyper client behind, and the request
+//! pipeline between them.
+//!
+//! One request: header-size cap → path rules and route lookup ([`crate::routes`]) → token
+//! ([`crate::auth`]) → decision ([`crate::policy`]) → forward with the header rules, streaming
+//! both bodies, or refuse ([`crate::error`]) → exactly one audit record ([`crate::audit`]).
+//! The record is written by an [`AuditGuard`] so that even a request whose client goes away
+//! mid-flight is recorded.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderName, CONNECTION};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ipnet::IpNet;
+
+use crate::audit::{now_rfc3339, Auditor, DecisionRecord};
+use crate::auth::Authenticator;
+use crate::config::{Config, Limits, Mode, Upstream};
+use crate::error::Refusal;
+use crate::metrics::Metrics;
+use crate::policy::{PolicyEngine, RequestFacts};
+use crate::routes::{check_target, RouteTable};
+
+/// What the proxy answers with: the upstream's streaming body or a small body of our own.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+const X_BREAK_GLASS: &str = "x-break-glass";
+const MAX_BREAK_GLASS_REASON: usize = 1024;
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    pub auth: Authenticator,
+    pub engine: PolicyEngine,
+    pub auditor: Auditor,
+    pub metrics: Metrics,
+    routes: RouteTable,
+    mode: Mode,
+    upstream: Upstream,
+    trusted_proxies: Vec<IpNet>,
+    limits: Limits,
+    client: Client<HttpConnector, Incoming>,
+    draining: AtomicBool,
+}
+
+impl Gateway {
+    pub fn new(
+        config: &Config,
+        auth: Authenticator,
+        engine: PolicyEngine,
+        auditor: Auditor,
+        metrics: Metrics,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.limits.upstream_connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.limits.upstream_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Self {
+            auth,
+            engine,
+            auditor,
+            metrics,
+            routes: config.routes.clone(),
+            mode: config.mode,
+            upstream: config.upstream.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            limits: config.limits.clone(),
+            client,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Marks the process as shutting down (`/readyz` answers 503 from now on).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::Acquire) && self.auth.is_ready() && self.auditor.is_healthy()
+    }
+
+    /// Handles one request end to end.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<ProxyBody>, Infallible> {
+        self.metrics.in_flight().inc();
+        let started = Instant::now();
+        let decision_id = uuid::Uuid::now_v7().to_string();
+        let mut guard = AuditGuard {
+            auditor: &self.auditor,
+            metrics: &self.metrics,
+            started,
+            record: Some(DecisionRecord {
+                time: now_rfc3339(),
+                decision_id,
+                decision: "deny".into(),
+                mode: self.mode.as_str().into(),
+                method: req.method().as_str().into(),
+                path: req.uri().path().into(),
+                client_ip: peer.ip().to_string(),
+                // Until the request ends otherwise: the client went away.
+                status: 499,
+                reason: Some("client_closed".into()),
+                ..DecisionRecord::default()
+            }),
+        };
+        let resp = self.pipeline(req, peer, &mut guard).await;
+        self.metrics.in_flight().dec();
+        Ok(resp)
+    }
+
+    async fn pipeline(&self, req: Request<Incoming>, peer: SocketAddr, guard: &mut AuditGuard<'_>) -> Response<ProxyBody> {
+        let decision_id = guard.decision_id().to_owned();
+        let refuse = |guard: &mut AuditGuard<'_>, r: Refusal| -> Response<ProxyBody> {
+            let resp: Response<ProxyBody> = r.response(&decision_id).map(Either::Right);
+            guard.finish(resp.status().as_u16(), Some(r.reason()));
+            resp
+        };
+
+        if header_bytes(req.headers()) > self.limits.max_header_bytes {
+            return refuse(guard, Refusal::HeadersTooLarge);
+        }
+        let path = match check_target(req.uri()) {
+            Ok(p) => p.to_owned(),
+            Err(e) => return refuse(guard, Refusal::BadPath(e)),
+        };
+        let break_glass = match break_glass_reason(req.headers()) {
+            Ok(r) => r,
+            Err(code) => return refuse(guard, Refusal::BadRequest(code)),
+        };
+        if let Some(rec) = guard.record.as_mut() {
+            rec.break_glass = break_glass.is_some();
+            rec.break_glass_reason = break_glass.clone();
+        }
+
+        let principal = match self.auth.authenticate(req.headers()).await {
+            Ok(p) => p,
+            Err(e) => return refuse(guard, Refusal::Auth(e)),
+        };
+        let snap = self.engine.snapshot();
+        if let Some(rec) = guard.record.as_mut() {
+            rec.roles = principal.roles.clone();
+            rec.mfa = principal.mfa;
+            rec.policy_version = Some(snap.version.clone());
+        }
+        let Some(route) = self.routes.find(req.method(), &path) else {
+            if let Some(rec) = guard.record.as_mut() {
+                rec.principal = Some(crate::policy::principal_display(&snap, &principal.subject));
+            }
+            return refuse(guard, Refusal::NoRoute);
+        };
+
+        let facts = RequestFacts {
+            method: req.method().as_str(),
+            path: &path,
+            client_ip: peer.ip(),
+            break_glass_reason: break_glass.as_deref(),
+        };
+        let decision = self.engine.decide(&snap, &principal, &route, &facts).await;
+        self.metrics.decision_time(started_secs(guard.started));
+        if let Some(rec) = guard.record.as_mut() {
+            rec.principal = Some(decision.principal.clone());
+            rec.action = Some(decision.action.clone());
+            rec.resource = Some(decision.resource.clone());
+            rec.policies = decision.policies.clone();
+            rec.errors = decision.errors.clone();
+            rec.decision = if decision.allowed() { "allow" } else { "deny" }.into();
+        }
+        if !decision.errors.is_empty() {
+            tracing::warn!(decision_id = %decision_id, errors = ?decision.errors, "authorization errors; denied");
+        }
+        if let Some(reason) = decision.deny {
+            if self.mode == Mode::Enforce {
+                return refuse(guard, Refusal::Denied(reason));
+            }
+            // Shadow: the deny is recorded, the request still goes through.
+            if let Some(rec) = guard.record.as_mut() {
+                rec.reason = Some(reason.as_str().into());
+            }
+        } else if let Some(rec) = guard.record.as_mut() {
+            rec.reason = None;
+        }
+
+        let shadow_reason = guard.record.as_ref().and_then(|r| r.reason.clone());
+        let upstream_req = self.upstream_request(req, peer.ip(), &principal.subject, &principal.roles, &decision_id);
+        let sent = Instant::now();
+        let result = tokio::time::timeout(self.limits.upstream_timeout, self.client.request(upstream_req)).await;
+        let refusal = match result {
+            Ok(Ok(mut resp)) => {
+                let status = resp.status().as_u16();
+                self.metrics.upstream_time(status, started_secs(sent));
+                strip_hop_by_hop(resp.headers_mut());
+                guard.finish(status, shadow_reason.as_deref());
+                return resp.map(Either::Left);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(decision_id = %decision_id, error = %e, "upstream request failed");
+                Refusal::UpstreamUnavailable
+            }
+            Err(_) => Refusal::UpstreamTimeout,
+        };
+        self.metrics.upstream_time(refusal.status().as_u16(), started_secs(sent));
+        // The decision stands (allow, or shadow's deny); the status says what went wrong.
+        let resp: Response<ProxyBody> = refusal.response(&decision_id).map(Either::Right);
+        guard.finish(resp.status().as_u16(), Some(shadow_reason.as_deref().unwrap_or(refusal.reason())));
+        resp
+    }
+
+    /// Rewrites the request for the upstream: same method, path and query, body streamed;
+    /// hop-by-hop and client-sent `X-Wardgate-*` headers removed; identity headers set.
+    fn upstream_request(
+        &self,
+        req: Request<Incoming>,
+        client_ip: IpAddr,
+        subject: &str,
+        roles: &[String],
+        decision_id: &str,
+    ) -> Request<Incoming> {
+        let (mut parts, body) = req.into_parts();
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(self.upstream.scheme.clone());
+        uri.authority = Some(self.upstream.authority.clone());
+        uri.path_and_query = parts.uri.path_and_query().cloned();
+        if let Ok(u) = http::Uri::from_parts(uri) {
+            parts.uri = u;
+        }
+        let h = &mut parts.headers;
+        strip_hop_by_hop(h);
+        let ours: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-wardgate-"))
+            .cloned()
+            .collect();
+        for k in ours {
+            h.remove(k);
+        }
+        if let Ok(v) = HeaderValue::from_str(subject) {
+            h.insert("x-wardgate-subject", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&roles.join(",")) {
+            h.insert("x-wardgate-roles", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(decision_id) {
+            h.insert("x-wardgate-decision-id", v);
+        }
+        let trusted = self.trusted_proxies.iter().any(|n| n.contains(&client_ip));
+        let forwarded = if trusted {
+            let prior: Vec<&str> = h
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if prior.is_empty() {
+                client_ip.to_string()
+            } else {
+                format!("{}, {client_ip}", prior.join(", "))
+            }
+        } else {
+            client_ip.to_string()
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded) {
+            h.insert("x-forwarded-for", v);
+        }
+        Request::from_parts(parts, body)
+    }
+}
+
+fn started_secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+/// The size of the header block as sent: names, values, `: ` and CRLF per field.
+fn header_bytes(h: &HeaderMap) -> usize {
+    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
+}
+
+/// The `X-Break-Glass` reason: `None` when absent or blank; one header at most, printable
+/// text, at most 1 KiB.
+fn break_glass_reason(h: &HeaderMap) -> Result<Option<String>, &'static str> {
+    let mut all = h.get_all(X_BREAK_GLASS).iter();
+    let Some(v) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err("bad_request: duplicate_break_glass");
+    }
+    let text = v.to_str().map_err(|_| "bad_request: break_glass_reason")?.trim();
+    if text.len() > MAX_BREAK_GLASS_REASON {
+        return Err("bad_request: break_glass_reason");
+    }
+    Ok((!text.is_empty()).then(|| text.to_owned()))
+}
+
+/// Removes hop-by-hop headers and every header named in `Connection`.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+/// Holds the request's audit record and writes it exactly once: when the request finishes,
+/// or, if the client goes away first, when the request's future is dropped.
+struct AuditGuard<'a> {
+    auditor: &'a Auditor,
+    metrics: &'a Metrics,
+    started: Instant,
+    record: Option<DecisionRecord>,
+}
+
+impl AuditGuard<'_> {
+    fn decision_id(&self) -> &str {
+        self.record.as_ref().map_or("", |r| r.decision_id.as_str())
+    }
+
+    fn finish(&mut self, status: u16, reason: Option<&str>) {
+        if let Some(rec) = self.record.as_mut() {
+            rec.status = status;
+            rec.reason = reason.map(str::to_owned);
+        }
+        self.write();
+    }
+
+    fn write(&mut self) {
+        if let Some(mut rec) = self.record.take() {
+            rec.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.metrics.request(&rec.decision, rec.reason.as_deref().unwrap_or("allow"));
+            self.auditor.record(rec);
+        }
+    }
+}
+
+impl Drop for AuditGuard<'_> {
+    fn drop(&mut self) {
+        if self.record.is_some() {
+            self.metrics.in_flight().dec();
+        }
+        self.write();
+    }
+}
+
+/// Serves the proxy listener until `shutdown` fires; connections are tracked by `graceful`.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let limits = gateway.limits().clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gateway.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let gw = gw.clone();
+            async move { gw.handle(req, peer).await }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            // Our own cap (with an audit record) is `max_header_bytes`; hyper's buffer is
+            // larger so that an oversized block reaches it instead of being cut off silently.
+            .max_buf_size((limits.max_header_bytes * 4).max(64 * 1024))
+            .max_headers(256);
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close, X-Foo"));
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-bar", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-bar"));
+    }
+
+    #[test]
+    fn break_glass_reason_rules() {
+        let mut h = HeaderMap::new();
+        assert_eq!(break_glass_reason(&h), Ok(None));
+        h.insert(X_BREAK_GLASS, HeaderValue::from_static("  "));
+        assert_eq!(break_glass_reason(&h), Ok(None));
+        h.insert(X_BREAK_GLASS, HeaderValue::from_static(" cardiac arrest "));
+        assert_eq!(break_glass_reason(&h), Ok(Some("cardiac arrest".into())));
+        h.append(X_BREAK_GLASS, HeaderValue::from_static("again"));
+        assert!(break_glass_reason(&h).is_err());
+    }
+}
