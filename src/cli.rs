@@ -23,6 +23,8 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// The embedded demo: backend, signing key, shipped policies and the sidecar in one process
+    Demo,
     /// Load config, schema and policies and validate them strictly
     Validate {
         #[arg(long, short)]
@@ -62,24 +64,14 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => {
             init_tracing();
-            let config = match load_config(&config_path(config)) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("wardgate: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(crate::app::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("wardgate: {e:#}");
-                    ExitCode::FAILURE
-                }
+            match load_config(&config_path(config)) {
+                Ok(c) => block_on("wardgate", crate::app::run(c)),
+                Err(code) => code,
             }
+        }
+        Command::Demo => {
+            init_tracing();
+            block_on("wardgate demo", crate::demo::run())
         }
         Command::Validate { config } => validate(&config_path(config)),
         Command::Audit {
@@ -94,6 +86,24 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Runs a command's future on a multi-threaded runtime; an error is printed with its causes.
+fn block_on(what: &str, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{what}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{what}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -127,5 +137,6 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -7,18 +7,32 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_answer() {
     let fx = fixture().start().await;
-    let health = fx.client.get(fx.admin_url("/healthz")).send().await.unwrap();
+    let health = fx
+        .client
+        .get(fx.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     let ready = fx.client.get(fx.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 
-    let ok = fx.get("/patients/p-1", &token("dr-ada", &["doctor"])).send().await.unwrap();
+    let ok = fx
+        .get("/patients/p-1", &token("dr-ada", &["doctor"]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let denied = fx.get("/patients/p-1", "garbage").send().await.unwrap();
     assert_eq!(denied.status(), 401);
     fx.records(2).await;
 
-    let metrics = fx.client.get(fx.admin_url("/metrics")).send().await.unwrap();
+    let metrics = fx
+        .client
+        .get(fx.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
     let ct = metrics
         .headers()
@@ -47,7 +61,12 @@ async fn health_readiness_and_metrics_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_waits_for_the_issuer_keys() {
     let fx = fixture().jwks_down_at_start().start().await;
-    let health = fx.client.get(fx.admin_url("/healthz")).send().await.unwrap();
+    let health = fx
+        .client
+        .get(fx.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200, "alive without keys");
     for _ in 0..3 {
         let ready = fx.client.get(fx.admin_url("/readyz")).send().await.unwrap();
@@ -60,8 +79,15 @@ async fn readiness_waits_for_the_issuer_keys() {
         matches!(fx.client.get(&url).send().await, Ok(r) if r.status() == 200)
     })
     .await;
-    assert!(ready, "/readyz never turned 200 after the JWKS came back (15 s)");
-    let ok = fx.get("/patients/p-1", &token("dr-ada", &["doctor"])).send().await.unwrap();
+    assert!(
+        ready,
+        "/readyz never turned 200 after the JWKS came back (15 s)"
+    );
+    let ok = fx
+        .get("/patients/p-1", &token("dr-ada", &["doctor"]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let _ = fx.finish().await;
 }

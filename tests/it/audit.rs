@@ -8,11 +8,40 @@ async fn every_outcome_is_recorded_in_one_unbroken_hash_chain() {
     let fx = fixture().start().await;
     let ada = token("dr-ada", &["doctor"]);
     let mut statuses = Vec::new();
-    statuses.push(fx.get("/patients/p-1", &ada).send().await.unwrap().status().as_u16());
-    statuses.push(fx.client.get(fx.url("/patients/p-1")).send().await.unwrap().status().as_u16());
-    statuses.push(fx.get("/patients/p-2", &ada).send().await.unwrap().status().as_u16());
+    statuses.push(
+        fx.get("/patients/p-1", &ada)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+    );
+    statuses.push(
+        fx.client
+            .get(fx.url("/patients/p-1"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+    );
+    statuses.push(
+        fx.get("/patients/p-2", &ada)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+    );
     statuses.push(fx.raw("GET", "/patients//p-1", &[]).await.status);
-    statuses.push(fx.get("/nowhere", &ada).send().await.unwrap().status().as_u16());
+    statuses.push(
+        fx.get("/nowhere", &ada)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+    );
     statuses.push(
         fx.get("/patients/p-1?note=caf%C3%A9%20%22quoted%22", &ada)
             .header("X-Break-Glass", r#"chest "pain" \ a/b <&>"#)
@@ -37,7 +66,12 @@ async fn every_outcome_is_recorded_in_one_unbroken_hash_chain() {
                 prev["seq"].as_u64().map(|s| s + 1),
                 "seq runs without gaps"
             );
-            assert_eq!(r["prev_hash"], prev["hash"], "record {i} links to record {}", i - 1);
+            assert_eq!(
+                r["prev_hash"],
+                prev["hash"],
+                "record {i} links to record {}",
+                i - 1
+            );
         }
         assert_eq!(
             r["hash"].as_str().unwrap_or_default(),
@@ -49,13 +83,22 @@ async fn every_outcome_is_recorded_in_one_unbroken_hash_chain() {
             time.ends_with('Z') && time.contains('T'),
             "`time` is RFC 3339 UTC: {time}"
         );
-        assert!(seen_ids.insert(r["decision_id"].to_string()), "decision ids are unique");
+        assert!(
+            seen_ids.insert(r["decision_id"].to_string()),
+            "decision ids are unique"
+        );
         assert!(r["mode"] == "enforce", "{r}");
     }
-    let statuses_recorded: Vec<u64> = records.iter().filter_map(|r| r["status"].as_u64()).collect();
+    let statuses_recorded: Vec<u64> = records
+        .iter()
+        .filter_map(|r| r["status"].as_u64())
+        .collect();
     let mut sorted_want: Vec<u64> = statuses.iter().map(|s| *s as u64).collect();
     let mut sorted_got = statuses_recorded.clone();
     sorted_want.sort_unstable();
     sorted_got.sort_unstable();
-    assert_eq!(sorted_got, sorted_want, "each outcome recorded with its status");
+    assert_eq!(
+        sorted_got, sorted_want,
+        "each outcome recorded with its status"
+    );
 }

@@ -381,7 +381,11 @@ async fn an_algorithm_outside_the_allow_list_is_refused_even_when_the_jwks_offer
     );
     let id = expect_problem(resp, 401).await;
     // The same claims under RS256 pass: the JWKS and claims are fine, only the algorithm is not.
-    let ok = fx.get("/patients/p-1", &token("dr-ada", &["doctor"])).send().await.unwrap();
+    let ok = fx
+        .get("/patients/p-1", &token("dr-ada", &["doctor"]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let forwarded = fx.backend().forwarded();
     let (records, _) = fx.finish().await;
@@ -389,7 +393,13 @@ async fn an_algorithm_outside_the_allow_list_is_refused_even_when_the_jwks_offer
     assert_eq!(records.len(), 2);
     let r = record_by_id(&records, &id);
     assert_eq!(r["decision"], "deny");
-    assert!(r["reason"].as_str().unwrap_or_default().starts_with("invalid_token"), "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("invalid_token"),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,9 +408,18 @@ async fn good_tokens_in_every_accepted_shape_get_through() {
     let now = now();
     let cases: Vec<(&str, String)> = vec![
         ("RS256", format!("Bearer {}", token("dr-ada", &["doctor"]))),
-        ("ES256", format!("Bearer {}", es256(&claims("dr-ada", &["doctor"])))),
-        ("scheme in lower case", format!("bearer {}", token("dr-ada", &["doctor"]))),
-        ("scheme in upper case", format!("BEARER {}", token("dr-ada", &["doctor"]))),
+        (
+            "ES256",
+            format!("Bearer {}", es256(&claims("dr-ada", &["doctor"]))),
+        ),
+        (
+            "scheme in lower case",
+            format!("bearer {}", token("dr-ada", &["doctor"])),
+        ),
+        (
+            "scheme in upper case",
+            format!("BEARER {}", token("dr-ada", &["doctor"])),
+        ),
         (
             "typ at+jwt",
             format!(
@@ -475,7 +494,10 @@ async fn good_tokens_in_every_accepted_shape_get_through() {
         assert_eq!(f.header("x-wardgate-subject"), "dr-ada");
     }
     assert_eq!(records.len(), cases.len());
-    assert!(records.iter().all(|r| r["decision"] == "allow"), "{records:#?}");
+    assert!(
+        records.iter().all(|r| r["decision"] == "allow"),
+        "{records:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,7 +522,10 @@ async fn two_authorization_headers_are_a_bad_request() {
     assert_eq!(r["decision"], "deny");
     assert_eq!(r["status"], 400);
     assert!(
-        r["reason"].as_str().unwrap_or_default().starts_with("bad_request"),
+        r["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("bad_request"),
         "reason {}",
         r["reason"]
     );

@@ -61,7 +61,10 @@ async fn a_policy_reading_a_missing_attribute_is_named_by_file_line_and_column()
                   @id(\"broken\")\n\
                   permit (principal, action == Clinic::Action::\"ReadPatient\", resource is Clinic::Patient)\n\
                   when { resource.nosuch == \"x\" };\n";
-    let p = fixture().file("policies/broken.cedar", broken).prepare().await;
+    let p = fixture()
+        .file("policies/broken.cedar", broken)
+        .prepare()
+        .await;
     let o = validate(&p.config_path).await;
     assert_no_panic(&o);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
@@ -73,19 +76,31 @@ async fn a_policy_reading_a_missing_attribute_is_named_by_file_line_and_column()
         .chars()
         .take_while(char::is_ascii_digit)
         .collect();
-    assert!(!column.is_empty(), "no column after `broken.cedar:4:`:\n{err}");
-    assert!(err.contains("nosuch"), "the diagnostic names the attribute:\n{err}");
+    assert!(
+        !column.is_empty(),
+        "no column after `broken.cedar:4:`:\n{err}"
+    );
+    assert!(
+        err.contains("nosuch"),
+        "the diagnostic names the attribute:\n{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_with_a_syntax_error_is_named_by_file_and_line() {
     let broken = "@id(\"typo\")\npermit (principal, action, resource)\nwhen { principal.roles.contains(\"doctor\") \n";
-    let p = fixture().file("policies/typo.cedar", broken).prepare().await;
+    let p = fixture()
+        .file("policies/typo.cedar", broken)
+        .prepare()
+        .await;
     let o = validate(&p.config_path).await;
     assert_no_panic(&o);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("typo.cedar:"), "stderr does not name typo.cedar:\n{err}");
+    assert!(
+        err.contains("typo.cedar:"),
+        "stderr does not name typo.cedar:\n{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,9 +126,17 @@ async fn an_unknown_config_key_is_named_with_the_file() {
     let o = validate(&p.config_path).await;
     assert_no_panic(&o);
     assert_ne!(o.status.code(), Some(0), "{}", describe(&o));
-    assert!(o.status.code().is_some(), "killed by a signal: {}", describe(&o));
+    assert!(
+        o.status.code().is_some(),
+        "killed by a signal: {}",
+        describe(&o)
+    );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("wardgate.yaml"), "names the file: {}", describe(&o));
+    assert!(
+        err.contains("wardgate.yaml"),
+        "names the file: {}",
+        describe(&o)
+    );
     assert!(err.contains("colour"), "names the key: {}", describe(&o));
 }
 
@@ -124,9 +147,17 @@ async fn a_missing_config_file_is_a_clear_error() {
     let o = validate(&missing).await;
     assert_no_panic(&o);
     assert_ne!(o.status.code(), Some(0), "{}", describe(&o));
-    assert!(o.status.code().is_some(), "killed by a signal: {}", describe(&o));
+    assert!(
+        o.status.code().is_some(),
+        "killed by a signal: {}",
+        describe(&o)
+    );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("nope.yaml"), "names the file: {}", describe(&o));
+    assert!(
+        err.contains("nope.yaml"),
+        "names the file: {}",
+        describe(&o)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +167,15 @@ async fn broken_yaml_is_a_clear_error() {
     let o = validate(&p.config_path).await;
     assert_no_panic(&o);
     assert_ne!(o.status.code(), Some(0), "{}", describe(&o));
-    assert!(o.status.code().is_some(), "killed by a signal: {}", describe(&o));
+    assert!(
+        o.status.code().is_some(),
+        "killed by a signal: {}",
+        describe(&o)
+    );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("wardgate.yaml"), "names the file: {}", describe(&o));
+    assert!(
+        err.contains("wardgate.yaml"),
+        "names the file: {}",
+        describe(&o)
+    );
 }

@@ -24,7 +24,11 @@ async fn a_storm_of_unknown_kids_refetches_the_jwks_at_most_once() {
 
     let mut statuses = Vec::new();
     for i in 0..25 {
-        let r = fx.get("/patients/p-1", &unknown_kid_token(i)).send().await.unwrap();
+        let r = fx
+            .get("/patients/p-1", &unknown_kid_token(i))
+            .send()
+            .await
+            .unwrap();
         statuses.push(r.status().as_u16());
     }
     let mut set = JoinSet::new();
@@ -44,7 +48,11 @@ async fn a_storm_of_unknown_kids_refetches_the_jwks_at_most_once() {
         after - before
     );
 
-    let ok = fx.get("/patients/p-1", &token("dr-ada", &["doctor"])).send().await.unwrap();
+    let ok = fx
+        .get("/patients/p-1", &token("dr-ada", &["doctor"]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200, "the known kid still works");
 
     let forwarded = fx.backend().forwarded();
@@ -66,7 +74,11 @@ async fn a_jwks_outage_keeps_the_last_good_keys() {
     // Fresh tokens each time (a token cache would hide a lost key set otherwise), both keys,
     // and an unknown kid in between that makes wardgate try the dead endpoint.
     for i in 0..3 {
-        let rs = fx.get("/patients/p-1", &token("dr-ada", &["doctor"])).send().await.unwrap();
+        let rs = fx
+            .get("/patients/p-1", &token("dr-ada", &["doctor"]))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(rs.status(), 200, "RS256 token during the outage, round {i}");
         let es = fx
             .get("/patients/p-1", &es256(&claims("dr-ada", &["doctor"])))
@@ -74,7 +86,11 @@ async fn a_jwks_outage_keeps_the_last_good_keys() {
             .await
             .unwrap();
         assert_eq!(es.status(), 200, "ES256 token during the outage, round {i}");
-        let unknown = fx.get("/patients/p-1", &unknown_kid_token(i)).send().await.unwrap();
+        let unknown = fx
+            .get("/patients/p-1", &unknown_kid_token(i))
+            .send()
+            .await
+            .unwrap();
         ids.push(expect_problem(unknown, 401).await);
     }
     let ready = fx.client.get(fx.admin_url("/readyz")).send().await.unwrap();

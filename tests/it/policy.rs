@@ -24,12 +24,19 @@ async fn a_receptionist_reads_demographics_but_not_notes() {
     // Nothing about the policies leaks to the client.
     let body_text = String::from_utf8_lossy(&body);
     for leak in ["receptionist-reads", "permit", "forbid", "Clinic::"] {
-        assert!(!body_text.contains(leak), "problem body leaks `{leak}`: {body_text}");
+        assert!(
+            !body_text.contains(leak),
+            "problem body leaks `{leak}`: {body_text}"
+        );
     }
 
     let forwarded = fx.backend().forwarded();
     let (records, _) = fx.finish().await;
-    assert_eq!(forwarded.len(), 1, "only the demographics read is forwarded");
+    assert_eq!(
+        forwarded.len(),
+        1,
+        "only the demographics read is forwarded"
+    );
     assert_eq!(forwarded[0].target, "/patients/p-1");
     assert_eq!(records.len(), 2, "{records:#?}");
     let r = record_by_id(&records, &id);
@@ -86,7 +93,10 @@ async fn break_glass_opens_a_record_outside_the_care_team_and_is_audited() {
     assert_eq!(r["decision"], "allow");
     assert_eq!(r["break_glass"], true);
     assert_eq!(r["break_glass_reason"], reason);
-    assert!(policies_of(r).contains(&"doctor-break-glass-read".to_owned()), "{r}");
+    assert!(
+        policies_of(r).contains(&"doctor-break-glass-read".to_owned()),
+        "{r}"
+    );
 
     for id in [&without_id, &empty_id] {
         let r = record_by_id(&records, id);
@@ -99,7 +109,10 @@ async fn break_glass_opens_a_record_outside_the_care_team_and_is_audited() {
     assert_eq!(r["decision"], "deny");
     assert_eq!(r["break_glass"], true);
     assert_eq!(r["break_glass_reason"], reason);
-    assert!(policies_of(r).contains(&"restricted-care-team-only".to_owned()), "{r}");
+    assert!(
+        policies_of(r).contains(&"restricted-care-team-only".to_owned()),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +182,10 @@ async fn resources_from_entities_url_are_decided_on_their_attributes() {
     assert_eq!(records.len(), 3, "{records:#?}");
     let r = record_by_id(&records, forwarded[0].header("x-wardgate-decision-id"));
     assert_eq!(r["decision"], "allow");
-    assert!(policies_of(r).contains(&"doctor-reads-care-team".to_owned()), "{r}");
+    assert!(
+        policies_of(r).contains(&"doctor-reads-care-team".to_owned()),
+        "{r}"
+    );
     for id in [&grace_id, &unknown_id] {
         let r = record_by_id(&records, id);
         assert_eq!(r["decision"], "deny", "{r}");

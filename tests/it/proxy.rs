@@ -61,7 +61,10 @@ async fn a_doctor_reads_a_patient_and_the_backend_sees_exactly_what_was_authoriz
     assert!(r["reason"].is_null(), "{r}");
     assert_eq!(r["method"], "GET");
     assert!(
-        r["path"].as_str().unwrap_or_default().starts_with("/patients/p-1"),
+        r["path"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("/patients/p-1"),
         "{r}"
     );
     assert_eq!(r["client_ip"], "127.0.0.1");
@@ -103,7 +106,11 @@ async fn note_writes_need_mfa_and_the_body_arrives_byte_for_byte() {
 
     let forwarded = fx.backend().forwarded();
     let (records, _) = fx.finish().await;
-    assert_eq!(forwarded.len(), 1, "only the MFA write is forwarded: {forwarded:#?}");
+    assert_eq!(
+        forwarded.len(),
+        1,
+        "only the MFA write is forwarded: {forwarded:#?}"
+    );
     let got = &forwarded[0];
     assert_eq!(got.method, "POST");
     assert_eq!(got.target, "/patients/p-1/notes");
@@ -154,7 +161,11 @@ async fn client_sent_wardgate_headers_are_replaced() {
     assert_eq!(roles, ["doctor", "nurse"]);
     let id = got.header("x-wardgate-decision-id");
     assert_ne!(id, "forged");
-    assert!(got.headers.get("x-wardgate-impersonate").is_none(), "{:?}", got.headers);
+    assert!(
+        got.headers.get("x-wardgate-impersonate").is_none(),
+        "{:?}",
+        got.headers
+    );
     assert_eq!(records.len(), 1);
     record_by_id(&records, id);
 }
@@ -183,7 +194,11 @@ async fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
     assert_eq!(got.len(), 1);
     let got = &got[0];
     for h in ["x-foo", "keep-alive", "proxy-authorization"] {
-        assert!(got.headers.get(h).is_none(), "`{h}` reached the backend: {:?}", got.headers);
+        assert!(
+            got.headers.get(h).is_none(),
+            "`{h}` reached the backend: {:?}",
+            got.headers
+        );
     }
     for v in got.headers_named("connection") {
         assert!(!v.to_ascii_lowercase().contains("x-foo"), "connection: {v}");
@@ -207,10 +222,19 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_replaced() {
     assert_eq!(resp.status(), 200);
     let got = fx.backend().forwarded();
     let (records, _) = fx.finish().await;
-    assert_eq!(got[0].headers_named("x-forwarded-for").join(", "), "127.0.0.1");
-    assert_eq!(got[1].headers_named("x-forwarded-for").join(", "), "127.0.0.1");
+    assert_eq!(
+        got[0].headers_named("x-forwarded-for").join(", "),
+        "127.0.0.1"
+    );
+    assert_eq!(
+        got[1].headers_named("x-forwarded-for").join(", "),
+        "127.0.0.1"
+    );
     assert_eq!(records.len(), 2);
-    assert!(records.iter().all(|r| r["client_ip"] == "127.0.0.1"), "{records:#?}");
+    assert!(
+        records.iter().all(|r| r["client_ip"] == "127.0.0.1"),
+        "{records:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +339,11 @@ async fn a_header_block_over_the_limit_is_a_431() {
     let forwarded = fx.backend().forwarded();
     let (records, _) = fx.finish().await;
     assert_eq!(forwarded.len(), 1, "the oversized request is not forwarded");
-    assert_eq!(records.len(), 2, "one record per request, the 431 included: {records:#?}");
+    assert_eq!(
+        records.len(),
+        2,
+        "one record per request, the 431 included: {records:#?}"
+    );
     let r = records
         .iter()
         .find(|r| r["status"] == 431)

@@ -140,7 +140,10 @@ async fn upload(proxy: SocketAddr, token: &str, total: usize) -> (u16, String) {
         stream.write_all(b"\r\n").await.expect("write chunk end");
         sent += len;
     }
-    stream.write_all(b"0\r\n\r\n").await.expect("write last chunk");
+    stream
+        .write_all(b"0\r\n\r\n")
+        .await
+        .expect("write last chunk");
     let resp = tokio::time::timeout(Duration::from_secs(60), read_response(&mut stream, false))
         .await
         .expect("upload response within 60 s");
@@ -169,6 +172,7 @@ async fn a_10_mb_upload_streams_through_the_binary_without_being_buffered() {
     assert_eq!(status, 200, "10 MB upload; stderr:\n{}", wardgate.log());
     let after = vm_hwm_kib(wardgate.pid());
     let grown_kib = after.saturating_sub(before);
+    eprintln!("wardgate VmHWM before the 10 MB upload {before} KiB, after {after} KiB");
     assert!(
         grown_kib < 6 * 1024,
         "peak RSS grew by {grown_kib} KiB ({before} → {after}) for a 10 MB upload: the body was buffered"
@@ -198,10 +202,19 @@ async fn a_10_mb_upload_streams_through_the_binary_without_being_buffered() {
     let Some(status) = exited else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("wardgate did not stop within 10 s of SIGTERM; stderr:\n{}", wardgate.log());
+        panic!(
+            "wardgate did not stop within 10 s of SIGTERM; stderr:\n{}",
+            wardgate.log()
+        );
     };
-    assert!(status.success(), "exit after SIGTERM: {status:?}; stderr:\n{}", wardgate.log());
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status:?}; stderr:\n{}",
+        wardgate.log()
+    );
     let records = read_audit(&p.audit_path);
     assert_eq!(records.len(), 2, "{records:#?}");
-    assert!(records.iter().all(|r| r["decision"] == "allow" && r["status"] == 200));
+    assert!(records
+        .iter()
+        .all(|r| r["decision"] == "allow" && r["status"] == 200));
 }

@@ -61,7 +61,8 @@ fn make_keys() -> Keys {
         .to_public_key()
         .to_public_key_pem(LineEnding::LF)
         .expect("rsa spki pem");
-    let rsa = EncodingKey::from_rsa_pem(rsa_private_pem.as_bytes()).expect("jsonwebtoken reads rsa");
+    let rsa =
+        EncodingKey::from_rsa_pem(rsa_private_pem.as_bytes()).expect("jsonwebtoken reads rsa");
     let (ec, ec_x, ec_y) = ec_key();
     let (attacker_ec, attacker_ec_x, attacker_ec_y) = ec_key();
     Keys {

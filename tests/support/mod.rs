@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub use fixture::{fixture, Fixture};
+pub use fixture::fixture;
 pub use keys::*;
 
 /// `WWW-Authenticate` for a request without a bearer token.
@@ -110,7 +110,11 @@ pub fn assert_problem(content_type: Option<&str>, body: &[u8], status: u16) -> S
 }
 
 /// [`assert_problem`] without the panic.
-pub fn check_problem(content_type: Option<&str>, body: &[u8], status: u16) -> Result<String, String> {
+pub fn check_problem(
+    content_type: Option<&str>,
+    body: &[u8],
+    status: u16,
+) -> Result<String, String> {
     let ct = content_type.unwrap_or_default();
     let text = String::from_utf8_lossy(body);
     if !ct.starts_with("application/problem+json") {
@@ -186,7 +190,10 @@ fn jcs_into(v: &Value, out: &mut String) {
 /// SHA-256 hex of `prev_hash` followed by the record's JCS text without `hash` (SPEC).
 pub fn expected_hash(record: &Value) -> String {
     let mut without = record.clone();
-    without.as_object_mut().expect("record object").remove("hash");
+    without
+        .as_object_mut()
+        .expect("record object")
+        .remove("hash");
     let prev = record["prev_hash"].as_str().unwrap_or_default();
     let mut h = Sha256::new();
     h.update(prev.as_bytes());

@@ -62,7 +62,12 @@ pub async fn request(
     target: &str,
     headers: &[(&str, &str)],
 ) -> RawResponse {
-    send(addr, &request_head(method, target, headers), method == "HEAD").await
+    send(
+        addr,
+        &request_head(method, target, headers),
+        method == "HEAD",
+    )
+    .await
 }
 
 /// Sends raw bytes, reads one response.
@@ -127,8 +132,7 @@ pub async fn read_response(stream: &mut TcpStream, head: bool) -> RawResponse {
         }
         rest.truncate(len);
         rest
-    } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
+    } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         loop {
             if let Some(body) = dechunk(&rest) {
                 break body;

@@ -34,7 +34,9 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub async fn bind(handler: Handler) -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let conns = Arc::new(Mutex::new(Vec::new()));
         let accept = spawn_accept(listener, handler.clone(), conns.clone());
@@ -185,7 +187,13 @@ impl Received {
     /// The single value of `name`; panics when it is absent or repeated.
     pub fn header(&self, name: &str) -> &str {
         let all: Vec<_> = self.headers.get_all(name).iter().collect();
-        assert_eq!(all.len(), 1, "backend saw {} `{name}` headers: {:?}", all.len(), self.headers);
+        assert_eq!(
+            all.len(),
+            1,
+            "backend saw {} `{name}` headers: {:?}",
+            all.len(),
+            self.headers
+        );
         all[0].to_str().expect("ascii header")
     }
 
@@ -253,7 +261,8 @@ impl Backend {
 
     /// Answer every later request only after `delay`.
     pub fn set_delay(&self, delay: Duration) {
-        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Serve `entities` (a JSON array of Cedar entities) at `/_authz/entities/{type}/{id}`.
