@@ -259,10 +259,11 @@ impl Gateway {
         for k in ours {
             h.remove(k);
         }
-        if let Ok(v) = HeaderValue::from_str(subject) {
+        // The token rules keep control characters out of both; UTF-8 goes through as is.
+        if let Ok(v) = HeaderValue::from_bytes(subject.as_bytes()) {
             h.insert("x-wardgate-subject", v);
         }
-        if let Ok(v) = HeaderValue::from_str(&roles.join(",")) {
+        if let Ok(v) = HeaderValue::from_bytes(roles.join(",").as_bytes()) {
             h.insert("x-wardgate-roles", v);
         }
         if let Ok(v) = HeaderValue::from_str(decision_id) {
@@ -403,9 +404,10 @@ pub async fn serve(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            // Our own cap (with an audit record) is `max_header_bytes`; hyper's buffer is
-            // larger so that an oversized block reaches it instead of being cut off silently.
-            .max_buf_size((limits.max_header_bytes * 4).max(64 * 1024))
+            // Our own cap (431 with an audit record) is `max_header_bytes`; hyper's hard cap is
+            // larger so that an oversized block reaches ours instead of being cut off unaudited.
+            // The header read timeout also runs while a keep-alive connection sits idle.
+            .max_header_size((limits.max_header_bytes * 4).max(64 * 1024))
             .max_headers(256);
         let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let conn = graceful.watch(conn);

@@ -127,7 +127,7 @@ impl RouteTable {
         let segs = || path.split('/').skip(1);
         let n = segs().count();
         'routes: for (index, route) in self.routes.iter().enumerate() {
-            if &route.method != method || route.segments.len() != n {
+            if route.method != *method || route.segments.len() != n {
                 continue;
             }
             for (want, got) in route.segments.iter().zip(segs()) {

@@ -52,7 +52,7 @@ pub enum TokenError {
     BadAudience,
     #[error("`sub` is missing or empty")]
     BadSubject,
-    #[error("roles claim is not an array of strings")]
+    #[error("roles claim is not an array of plain strings")]
     BadRoles,
 }
 
@@ -203,7 +203,7 @@ fn numeric_date(v: Option<&Value>) -> Result<Option<u64>, TokenError> {
                 Ok(Some(u))
             } else {
                 match n.as_f64() {
-                    Some(f) if f.is_finite() && f >= 0.0 && f < 1.8e19 => {
+                    Some(f) if (0.0..1.8e19).contains(&f) => {
                         #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "range checked above")]
                         Ok(Some(f as u64))
                     }
@@ -248,7 +248,8 @@ fn build_principal(
     exp: u64,
 ) -> Result<Principal, TokenError> {
     let subject = match claims.get("sub") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        // The subject travels in a header: no control characters.
+        Some(Value::String(s)) if !s.is_empty() && !s.chars().any(char::is_control) => s.clone(),
         _ => return Err(TokenError::BadSubject),
     };
     let roles = match claim_at(claims, &auth.roles_claim) {
@@ -256,7 +257,10 @@ fn build_principal(
         Some(Value::Array(list)) => list
             .iter()
             .map(|r| match r {
-                Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                // Roles travel comma-separated in a header: no commas, no control characters.
+                Value::String(s) if !s.is_empty() && !s.chars().any(|c| c == ',' || c.is_control()) => {
+                    Ok(s.clone())
+                }
                 _ => Err(TokenError::BadRoles),
             })
             .collect::<Result<Vec<_>, _>>()?,

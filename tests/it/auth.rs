@@ -331,6 +331,7 @@ async fn every_bad_credential_is_refused_with_401() {
             continue;
         };
         let reason = r["reason"].as_str().unwrap_or("<null>");
+        eprintln!("{:>45} → {reason}", case.name);
         let reason_ok = match case.reason.strip_suffix('*') {
             Some(prefix) => r["reason"].is_string() && reason.starts_with(prefix),
             None => reason == case.reason,

@@ -127,7 +127,7 @@ pub fn check_problem(
     if v["status"] != status {
         return Err(format!("problem `status` is not {status}: {v}"));
     }
-    if !v["title"].as_str().is_some_and(|t| !t.is_empty()) {
+    if v["title"].as_str().is_none_or(str::is_empty) {
         return Err(format!("problem without a `title`: {v}"));
     }
     v["decision_id"]
