@@ -18,7 +18,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::proxy::Gateway;
 
-fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut()
@@ -28,7 +32,11 @@ fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
 
 fn route(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        );
     }
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),

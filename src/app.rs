@@ -48,6 +48,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ),
         None => None,
     };
+    let fingerprint = crate::policy::reload::fingerprint(&config.policies);
     let (engine, warnings) = PolicyEngine::new(
         config.policies.clone(),
         config.routes.clone(),
@@ -59,7 +60,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let snap = engine.snapshot();
     tracing::info!(version = %snap.version, policies = snap.policy_count, "policy set loaded");
-    let auth = Authenticator::new(&config.jwt, config.limits.token_cache_entries, metrics.clone())?;
+    let auth = Authenticator::new(
+        &config.jwt,
+        config.limits.token_cache_entries,
+        metrics.clone(),
+    )?;
     auth.start().await?;
     let auditor = Auditor::start(&config.audit, metrics.clone())?;
 
@@ -76,8 +81,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (stop, stopped) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let tasks = vec![
-        tokio::spawn(crate::proxy::serve(gateway.clone(), proxy, graceful.clone(), stopped.clone())),
-        tokio::spawn(crate::admin::serve(gateway.clone(), admin, stopped)),
+        tokio::spawn(crate::proxy::serve(
+            gateway.clone(),
+            proxy,
+            graceful.clone(),
+            stopped.clone(),
+        )),
+        tokio::spawn(crate::admin::serve(gateway.clone(), admin, stopped.clone())),
+        tokio::spawn(crate::policy::reload::watch(
+            gateway.clone(),
+            config.policies.clone(),
+            fingerprint,
+            stopped,
+        )),
     ];
     Ok(Running {
         proxy_addr,
@@ -139,10 +155,7 @@ async fn wait_for_stop(running: &Running) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = hup.recv() => match running.gateway.engine.reload() {
-                Ok(s) => tracing::info!(version = %s.version, "policies reloaded"),
-                Err(e) => tracing::error!("policy reload failed; keeping the current set:\n{e}"),
-            },
+            _ = hup.recv() => crate::policy::reload::reload(&running.gateway, "SIGHUP").await,
         }
     }
 }

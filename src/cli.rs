@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "wardgate", version, about = "Authorization sidecar for clinic records APIs")]
+#[command(
+    name = "wardgate",
+    version,
+    about = "Authorization sidecar for clinic records APIs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -29,6 +33,13 @@ pub enum Command {
     Validate {
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Run policy test files (default: the `tests/` folder of `policies.dir`)
+    Test {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Test files or folders of them
+        paths: Vec<PathBuf>,
     },
     /// Audit trail tools
     Audit {
@@ -74,6 +85,7 @@ pub fn main() -> ExitCode {
             block_on("wardgate demo", crate::demo::run())
         }
         Command::Validate { config } => validate(&config_path(config)),
+        Command::Test { config, paths } => policy_tests(&config_path(config), paths),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => match crate::audit::verify::verify_files(&files) {
@@ -91,7 +103,10 @@ pub fn main() -> ExitCode {
 
 /// Runs a command's future on a multi-threaded runtime; an error is printed with its causes.
 fn block_on(what: &str, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{what}: cannot start the runtime: {e}");
@@ -127,6 +142,49 @@ fn validate(path: &Path) -> ExitCode {
             eprintln!("{e}");
             eprintln!("invalid: {} error(s)", e.findings.len());
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn policy_tests(path: &Path, paths: Vec<PathBuf>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let paths = if paths.is_empty() {
+        crate::tester::default_paths(&config)
+    } else {
+        paths
+    };
+    let run = async {
+        let files = crate::tester::collect_files(&paths)?;
+        crate::tester::run(&config, &files).await
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wardgate test: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run) {
+        Ok(report) => {
+            for f in &report.failures {
+                println!("{f}");
+            }
+            println!("{}", crate::tester::summary(&report));
+            if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("wardgate test: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -93,7 +93,10 @@ fn default_admin_listen() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "parsed so the key is known; the HTTPS listener is refused until it exists")]
+#[expect(
+    dead_code,
+    reason = "parsed so the key is known; the HTTPS listener is refused until it exists"
+)]
 struct RawTls {
     cert_file: PathBuf,
     key_file: PathBuf,
@@ -161,9 +164,7 @@ struct RawAudit {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 enum RawSink {
-    File {
-        path: PathBuf,
-    },
+    File { path: PathBuf },
     Stdout {},
 }
 
@@ -354,12 +355,9 @@ impl Config {
             file: source.to_path_buf(),
             errors,
         };
-        let raw: RawConfig =
-            serde_yaml::from_str(text).map_err(|e| fail(vec![ConfigError::Syntax(e.to_string())]))?;
-        let base = source
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let raw: RawConfig = serde_yaml::from_str(text)
+            .map_err(|e| fail(vec![ConfigError::Syntax(e.to_string())]))?;
+        let base = source.parent().map(Path::to_path_buf).unwrap_or_default();
         check(raw, &base, source).map_err(fail)
     }
 }
@@ -414,7 +412,10 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
             }
         },
         Err(_) => {
-            errors.push(invalid("upstream", format!("`{}` is not a URL", raw.upstream)));
+            errors.push(invalid(
+                "upstream",
+                format!("`{}` is not a URL", raw.upstream),
+            ));
             None
         }
     };
@@ -460,13 +461,19 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
             (Some(u), None) => match reqwest::Url::parse(&u) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") => Some(KeySource::Url(u)),
                 _ => {
-                    errors.push(invalid(key("jwks_url"), format!("`{u}` is not an http(s) URL")));
+                    errors.push(invalid(
+                        key("jwks_url"),
+                        format!("`{u}` is not an http(s) URL"),
+                    ));
                     None
                 }
             },
             (None, Some(f)) => Some(KeySource::File(resolve(base, &f))),
             (Some(_), Some(_)) => {
-                errors.push(invalid(key("jwks_url"), "give `jwks_url` or `jwks_file`, not both"));
+                errors.push(invalid(
+                    key("jwks_url"),
+                    "give `jwks_url` or `jwks_file`, not both",
+                ));
                 None
             }
             (None, None) => {
@@ -495,7 +502,10 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
             .iter()
             .any(|o: &IssuerConfig| o.issuer == iss.issuer)
         {
-            errors.push(invalid(key("issuer"), format!("`{}` is listed twice", iss.issuer)));
+            errors.push(invalid(
+                key("issuer"),
+                format!("`{}` is listed twice", iss.issuer),
+            ));
         }
         if let Some(keys) = keys {
             issuers.push(IssuerConfig {
@@ -515,7 +525,10 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
             errors.push(invalid(&k, format!("`{name}` is set by wardgate itself")));
         }
         if !is_identifier(name) {
-            errors.push(invalid(&k, format!("`{name}` is not a Cedar attribute name")));
+            errors.push(invalid(
+                &k,
+                format!("`{name}` is not a Cedar attribute name"),
+            ));
         }
         attributes.push((name.clone(), split_path(&k, path, &mut errors)));
     }
@@ -538,7 +551,10 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
         let probe = u.replace("{type}", "T").replace("{id}", "i");
         match reqwest::Url::parse(&probe) {
             Ok(url) if url.scheme() == "http" || url.scheme() == "https" => {}
-            _ => errors.push(invalid("entities_url", format!("`{u}` is not an http(s) URL"))),
+            _ => errors.push(invalid(
+                "entities_url",
+                format!("`{u}` is not an http(s) URL"),
+            )),
         }
         if !u.contains("{id}") {
             errors.push(invalid("entities_url", "must contain `{id}`"));
@@ -582,9 +598,15 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
     }
     for (k, v) in [
         ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
-        ("limits.upstream_connect_timeout_ms", l.upstream_connect_timeout_ms),
+        (
+            "limits.upstream_connect_timeout_ms",
+            l.upstream_connect_timeout_ms,
+        ),
         ("limits.upstream_timeout_ms", l.upstream_timeout_ms),
-        ("limits.upstream_idle_timeout_ms", l.upstream_idle_timeout_ms),
+        (
+            "limits.upstream_idle_timeout_ms",
+            l.upstream_idle_timeout_ms,
+        ),
         ("limits.entity_fetch_timeout_ms", l.entity_fetch_timeout_ms),
     ] {
         if v == 0 {
@@ -668,14 +690,20 @@ audit:
     fn good_config_resolves_paths_against_its_folder() {
         let c = Config::from_yaml_str(GOOD, Path::new("conf/wardgate.yaml")).expect("valid");
         assert_eq!(c.policies.dir, Path::new("conf/policies"));
-        assert!(matches!(&c.jwt.issuers[0].keys, KeySource::File(p) if p == Path::new("conf/jwks.json")));
+        assert!(
+            matches!(&c.jwt.issuers[0].keys, KeySource::File(p) if p == Path::new("conf/jwks.json"))
+        );
         assert_eq!(c.admin_listen.port(), 9901);
         assert_eq!(c.mode, Mode::Enforce);
     }
 
     #[test]
     fn unknown_key_is_named_with_the_file() {
-        let e = errors_of(&GOOD.replace("mode_x", "").replace("listen:", "lisen: x\nlisten:"));
+        let e = errors_of(
+            &GOOD
+                .replace("mode_x", "")
+                .replace("listen:", "lisen: x\nlisten:"),
+        );
         assert!(e.starts_with("conf/wardgate.yaml: "), "{e}");
         assert!(e.contains("unknown field `lisen`"), "{e}");
     }
@@ -687,8 +715,14 @@ audit:
             .replace("\"RS256\", ", "\"none\", ")
             .replace("audiences: [\"records-api\"]", "audiences: []");
         let e = errors_of(&bad);
-        assert!(e.contains("`listen`: `localhost` is not an IP address and port"), "{e}");
-        assert!(e.contains("`jwt.issuers[0].algorithms`: `none` is not allowed"), "{e}");
+        assert!(
+            e.contains("`listen`: `localhost` is not an IP address and port"),
+            "{e}"
+        );
+        assert!(
+            e.contains("`jwt.issuers[0].algorithms`: `none` is not allowed"),
+            "{e}"
+        );
         assert!(e.contains("`jwt.issuers[0].audiences`"), "{e}");
     }
 
@@ -706,7 +740,11 @@ audit:
 
     #[test]
     fn no_sinks_is_refused() {
-        let e = errors_of(&GOOD.replace("    - { type: file, path: audit.jsonl }\n", "").replace("sinks:", "sinks: []"));
+        let e = errors_of(
+            &GOOD
+                .replace("    - { type: file, path: audit.jsonl }\n", "")
+                .replace("sinks:", "sinks: []"),
+        );
         assert!(e.contains("`audit.sinks`"), "{e}");
     }
 }

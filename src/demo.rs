@@ -102,13 +102,15 @@ pub async fn run() -> anyhow::Result<()> {
     crate::install_crypto_provider();
     let dir = std::env::temp_dir().join(format!("wardgate-demo-{}", std::process::id()));
     let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    std::fs::create_dir_all(&policies)
+        .with_context(|| format!("cannot create `{}`", dir.display()))?;
     write(&policies.join("clinic.cedarschema"), SCHEMA)?;
     write(&policies.join("clinic.cedar"), POLICIES)?;
     write(&policies.join("entities.json"), ENTITIES)?;
 
     let secret = p256::SecretKey::random(&mut rand_core::OsRng);
-    let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false);
+    let point =
+        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false);
     let (Some(x), Some(y)) = (point.x(), point.y()) else {
         anyhow::bail!("cannot encode the demo public key");
     };
@@ -117,7 +119,9 @@ pub async fn run() -> anyhow::Result<()> {
         "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
     }]});
     write(&dir.join("jwks.json"), &jwks.to_string())?;
-    let der = secret.to_pkcs8_der().context("cannot encode the demo key")?;
+    let der = secret
+        .to_pkcs8_der()
+        .context("cannot encode the demo key")?;
     let signing = EncodingKey::from_ec_der(der.as_bytes());
 
     let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -163,8 +167,14 @@ audit:
     let now = crate::auth::unix_now();
     println!("wardgate demo: sidecar {base}  →  demo records backend http://{backend_addr}");
     println!("  config and policies: {}", dir.display());
-    println!("  audit log:           {}", dir.join("audit.jsonl").display());
-    println!("  metrics:             http://{}/metrics", running.admin_addr);
+    println!(
+        "  audit log:           {}",
+        dir.join("audit.jsonl").display()
+    );
+    println!(
+        "  metrics:             http://{}/metrics",
+        running.admin_addr
+    );
     println!();
     for p in personas() {
         let mut claims = serde_json::json!({
@@ -176,14 +186,21 @@ audit:
         }
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(KID.to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, &signing).context("cannot sign a demo token")?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, &signing).context("cannot sign a demo token")?;
         let extra = p.header.map(|h| format!(" -H '{h}'")).unwrap_or_default();
         println!("# {} — {} {:?}", p.what, p.sub, p.roles);
-        println!("curl -si -X {} {base}{}{extra} -H 'Authorization: Bearer {token}'", p.method, p.path);
+        println!(
+            "curl -si -X {} {base}{}{extra} -H 'Authorization: Bearer {token}'",
+            p.method, p.path
+        );
         println!();
     }
     println!("# verify the audit trail afterwards:");
-    println!("cargo run --release -- audit verify {}", dir.join("audit.jsonl").display());
+    println!(
+        "cargo run --release -- audit verify {}",
+        dir.join("audit.jsonl").display()
+    );
     println!("\nctrl-c stops the demo.");
 
     tokio::signal::ctrl_c().await?;

@@ -92,11 +92,17 @@ impl Refusal {
         let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
         if let Refusal::Auth(e) = self {
             let challenge = match e {
-                AuthError::Missing => Some(r#"Bearer realm="wardgate""#),
+                AuthError::Missing | AuthError::OtherScheme => Some(r#"Bearer realm="wardgate""#),
                 AuthError::Invalid(_) => Some(r#"Bearer realm="wardgate", error="invalid_token""#),
                 AuthError::DuplicateHeader => None,
             };
@@ -125,12 +131,21 @@ mod tests {
 
     #[test]
     fn statuses_and_challenges() {
-        assert_eq!(parts(&Refusal::Auth(AuthError::Missing)), (401, Some(r#"Bearer realm="wardgate""#.into())));
+        assert_eq!(
+            parts(&Refusal::Auth(AuthError::Missing)),
+            (401, Some(r#"Bearer realm="wardgate""#.into()))
+        );
         assert_eq!(
             parts(&Refusal::Auth(AuthError::Invalid(TokenError::Expired))),
-            (401, Some(r#"Bearer realm="wardgate", error="invalid_token""#.into()))
+            (
+                401,
+                Some(r#"Bearer realm="wardgate", error="invalid_token""#.into())
+            )
         );
-        assert_eq!(parts(&Refusal::Auth(AuthError::DuplicateHeader)), (400, None));
+        assert_eq!(
+            parts(&Refusal::Auth(AuthError::DuplicateHeader)),
+            (400, None)
+        );
         assert_eq!(parts(&Refusal::BadPath(PathError::DotSegment)).0, 400);
         assert_eq!(parts(&Refusal::NoRoute).0, 403);
         assert_eq!(parts(&Refusal::Denied(DenyReason::Policy)).0, 403);
@@ -141,7 +156,8 @@ mod tests {
 
     #[test]
     fn forbidden_body_says_nothing_about_policies() {
-        let resp: Response<Full<Bytes>> = Refusal::Denied(DenyReason::EvaluationError).response("d-9");
+        let resp: Response<Full<Bytes>> =
+            Refusal::Denied(DenyReason::EvaluationError).response("d-9");
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/problem+json");
         let body = format!("{:?}", resp.body());
         assert!(!body.contains("evaluation"), "{body}");

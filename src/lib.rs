@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod routes;
+pub mod tester;
 
 /// Selects rustls' ring provider for every TLS client in the process (idempotent).
 pub fn install_crypto_provider() {

@@ -33,19 +33,23 @@ struct Inner {
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|_| unreachable_metric(name));
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|_| unreachable_metric(name));
     let _ = r.register(Box::new(c.clone()));
     c
 }
 
-#[expect(clippy::panic, reason = "metric definitions are constants; a bad one is a programming error caught by every test")]
+#[expect(
+    clippy::panic,
+    reason = "metric definitions are constants; a bad one is a programming error caught by every test"
+)]
 fn unreachable_metric(name: &str) -> ! {
     panic!("metric `{name}` is malformed")
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 impl Metrics {
@@ -91,14 +95,54 @@ impl Metrics {
         .unwrap_or_else(|_| unreachable_metric("audit_records_lost_total"));
         let _ = r.register(Box::new(audit_lost.clone()));
         let inner = Inner {
-            requests: counter_vec(&r, "requests_total", "Requests by decision and reason", &["decision", "reason"]),
-            jwt_failures: counter_vec(&r, "jwt_failures_total", "Refused tokens by reason", &["reason"]),
-            jwks_refreshes: counter_vec(&r, "jwks_refreshes_total", "JWKS loads by result", &["result"]),
-            token_cache: counter_vec(&r, "token_cache_total", "Verified-token cache lookups", &["result"]),
-            entity_cache: counter_vec(&r, "entity_cache_total", "Resource entity cache lookups", &["result"]),
-            policy_reloads: counter_vec(&r, "policy_reloads_total", "Policy loads by result", &["result"]),
-            audit_written: counter_vec(&r, "audit_records_written_total", "Audit records written, by sink", &["sink"]),
-            audit_errors: counter_vec(&r, "audit_sink_errors_total", "Audit sink write errors, by sink", &["sink"]),
+            requests: counter_vec(
+                &r,
+                "requests_total",
+                "Requests by decision and reason",
+                &["decision", "reason"],
+            ),
+            jwt_failures: counter_vec(
+                &r,
+                "jwt_failures_total",
+                "Refused tokens by reason",
+                &["reason"],
+            ),
+            jwks_refreshes: counter_vec(
+                &r,
+                "jwks_refreshes_total",
+                "JWKS loads by result",
+                &["result"],
+            ),
+            token_cache: counter_vec(
+                &r,
+                "token_cache_total",
+                "Verified-token cache lookups",
+                &["result"],
+            ),
+            entity_cache: counter_vec(
+                &r,
+                "entity_cache_total",
+                "Resource entity cache lookups",
+                &["result"],
+            ),
+            policy_reloads: counter_vec(
+                &r,
+                "policy_reloads_total",
+                "Policy loads by result",
+                &["result"],
+            ),
+            audit_written: counter_vec(
+                &r,
+                "audit_records_written_total",
+                "Audit records written, by sink",
+                &["sink"],
+            ),
+            audit_errors: counter_vec(
+                &r,
+                "audit_sink_errors_total",
+                "Audit sink write errors, by sink",
+                &["sink"],
+            ),
             registry: r,
             decision_seconds,
             upstream_seconds,
@@ -113,7 +157,10 @@ impl Metrics {
     }
 
     pub fn request(&self, decision: &str, reason: &str) {
-        self.inner.requests.with_label_values(&[decision, reason]).inc();
+        self.inner
+            .requests
+            .with_label_values(&[decision, reason])
+            .inc();
     }
     pub fn decision_time(&self, seconds: f64) {
         self.inner.decision_seconds.observe(seconds);
@@ -128,7 +175,10 @@ impl Metrics {
             504 => "504",
             _ => "5xx",
         };
-        self.inner.upstream_seconds.with_label_values(&[class]).observe(seconds);
+        self.inner
+            .upstream_seconds
+            .with_label_values(&[class])
+            .observe(seconds);
     }
     pub fn jwt_failure(&self, reason: &str) {
         self.inner.jwt_failures.with_label_values(&[reason]).inc();
@@ -152,7 +202,10 @@ impl Metrics {
         self.inner.policy_info.with_label_values(&[version]).set(1);
     }
     pub fn audit_written(&self, sink: &str, n: u64) {
-        self.inner.audit_written.with_label_values(&[sink]).inc_by(n);
+        self.inner
+            .audit_written
+            .with_label_values(&[sink])
+            .inc_by(n);
     }
     pub fn audit_error(&self, sink: &str) {
         self.inner.audit_errors.with_label_values(&[sink]).inc();
@@ -191,7 +244,13 @@ mod tests {
         m.request("deny", "no_route");
         m.audit_lost(0);
         let text = String::from_utf8(m.render()).expect("utf8");
-        assert!(text.contains(r#"wardgate_requests_total{decision="deny",reason="no_route"} 1"#), "{text}");
-        assert!(text.contains("wardgate_audit_records_lost_total 0"), "{text}");
+        assert!(
+            text.contains(r#"wardgate_requests_total{decision="deny",reason="no_route"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("wardgate_audit_records_lost_total 0"),
+            "{text}"
+        );
     }
 }

@@ -107,7 +107,11 @@ impl Gateway {
     }
 
     /// Handles one request end to end.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<ProxyBody>, Infallible> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         self.metrics.in_flight().inc();
         let started = Instant::now();
         let decision_id = uuid::Uuid::now_v7().to_string();
@@ -134,7 +138,12 @@ impl Gateway {
         Ok(resp)
     }
 
-    async fn pipeline(&self, req: Request<Incoming>, peer: SocketAddr, guard: &mut AuditGuard<'_>) -> Response<ProxyBody> {
+    async fn pipeline(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        guard: &mut AuditGuard<'_>,
+    ) -> Response<ProxyBody> {
         let decision_id = guard.decision_id().to_owned();
         let refuse = |guard: &mut AuditGuard<'_>, r: Refusal| -> Response<ProxyBody> {
             let resp: Response<ProxyBody> = r.response(&decision_id).map(Either::Right);
@@ -207,9 +216,19 @@ impl Gateway {
         }
 
         let shadow_reason = guard.record.as_ref().and_then(|r| r.reason.clone());
-        let upstream_req = self.upstream_request(req, peer.ip(), &principal.subject, &principal.roles, &decision_id);
+        let upstream_req = self.upstream_request(
+            req,
+            peer.ip(),
+            &principal.subject,
+            &principal.roles,
+            &decision_id,
+        );
         let sent = Instant::now();
-        let result = tokio::time::timeout(self.limits.upstream_timeout, self.client.request(upstream_req)).await;
+        let result = tokio::time::timeout(
+            self.limits.upstream_timeout,
+            self.client.request(upstream_req),
+        )
+        .await;
         let refusal = match result {
             Ok(Ok(mut resp)) => {
                 let status = resp.status().as_u16();
@@ -224,10 +243,14 @@ impl Gateway {
             }
             Err(_) => Refusal::UpstreamTimeout,
         };
-        self.metrics.upstream_time(refusal.status().as_u16(), started_secs(sent));
+        self.metrics
+            .upstream_time(refusal.status().as_u16(), started_secs(sent));
         // The decision stands (allow, or shadow's deny); the status says what went wrong.
         let resp: Response<ProxyBody> = refusal.response(&decision_id).map(Either::Right);
-        guard.finish(resp.status().as_u16(), Some(shadow_reason.as_deref().unwrap_or(refusal.reason())));
+        guard.finish(
+            resp.status().as_u16(),
+            Some(shadow_reason.as_deref().unwrap_or(refusal.reason())),
+        );
         resp
     }
 
@@ -310,7 +333,10 @@ fn break_glass_reason(h: &HeaderMap) -> Result<Option<String>, &'static str> {
     if all.next().is_some() {
         return Err("bad_request: duplicate_break_glass");
     }
-    let text = v.to_str().map_err(|_| "bad_request: break_glass_reason")?.trim();
+    let text = v
+        .to_str()
+        .map_err(|_| "bad_request: break_glass_reason")?
+        .trim();
     if text.len() > MAX_BREAK_GLASS_REASON {
         return Err("bad_request: break_glass_reason");
     }
@@ -359,7 +385,8 @@ impl AuditGuard<'_> {
     fn write(&mut self) {
         if let Some(mut rec) = self.record.take() {
             rec.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.metrics.request(&rec.decision, rec.reason.as_deref().unwrap_or("allow"));
+            self.metrics
+                .request(&rec.decision, rec.reason.as_deref().unwrap_or("allow"));
             self.auditor.record(rec);
         }
     }

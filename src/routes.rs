@@ -338,17 +338,28 @@ mod tests {
     fn first_match_wins_and_params_are_extracted() {
         let t = clinic();
         let m = t.find(&http::Method::GET, "/patients/p-1").expect("match");
-        assert_eq!((m.action, m.resource_type, m.resource_id.as_str()), ("ReadPatient", "Patient", "p-1"));
-        let m = t.find(&http::Method::POST, "/patients/p-1/notes").expect("match");
+        assert_eq!(
+            (m.action, m.resource_type, m.resource_id.as_str()),
+            ("ReadPatient", "Patient", "p-1")
+        );
+        let m = t
+            .find(&http::Method::POST, "/patients/p-1/notes")
+            .expect("match");
         assert_eq!(m.action, "WriteNote");
         let m = t.find(&http::Method::GET, "/patients").expect("match");
-        assert_eq!((m.resource_type, m.resource_id.as_str()), ("PatientList", "all"));
+        assert_eq!(
+            (m.resource_type, m.resource_id.as_str()),
+            ("PatientList", "all")
+        );
     }
 
     #[test]
     fn head_matches_get_and_case_matters() {
         let t = clinic();
-        assert_eq!(t.find(&http::Method::HEAD, "/patients/x").map(|m| m.action), Some("ReadPatient"));
+        assert_eq!(
+            t.find(&http::Method::HEAD, "/patients/x").map(|m| m.action),
+            Some("ReadPatient")
+        );
         assert!(t.find(&http::Method::GET, "/Patients/x").is_none());
         assert!(t.find(&http::Method::DELETE, "/patients/x").is_none());
         assert!(t.find(&http::Method::GET, "/patients/x/notes/y").is_none());
@@ -357,7 +368,9 @@ mod tests {
     #[test]
     fn ids_are_percent_decoded() {
         let t = clinic();
-        let m = t.find(&http::Method::GET, "/patients/a%20b").expect("match");
+        let m = t
+            .find(&http::Method::GET, "/patients/a%20b")
+            .expect("match");
         assert_eq!(m.resource_id, "a b");
     }
 
@@ -382,22 +395,44 @@ mod tests {
         ] {
             assert_eq!(target(t), Err(want), "{t}");
         }
-        assert_eq!(target("/patients/p-1?x=/../y").as_deref(), Ok("/patients/p-1"));
+        assert_eq!(
+            target("/patients/p-1?x=/../y").as_deref(),
+            Ok("/patients/p-1")
+        );
         assert_eq!(target("/").as_deref(), Ok("/"));
     }
 
     #[test]
     fn bad_routes_are_refused() {
         for (yaml, want) in [
-            (r#"[{ method: get, path: "/a", action: A, resource: { type: T, id: x } }]"#, "upper-case"),
-            (r#"[{ method: GET, path: "a", action: A, resource: { type: T, id: x } }]"#, "must start with"),
-            (r#"[{ method: GET, path: "/a/{id}", action: A, resource: { type: T, id: "{pid}" } }]"#, "not a parameter"),
-            (r#"[{ method: GET, path: "/a/x{id}", action: A, resource: { type: T, id: x } }]"#, "whole"),
-            (r#"[{ method: GET, path: "/a", action: A, resource: { type: "T::U", id: x } }]"#, "type name"),
+            (
+                r#"[{ method: get, path: "/a", action: A, resource: { type: T, id: x } }]"#,
+                "upper-case",
+            ),
+            (
+                r#"[{ method: GET, path: "a", action: A, resource: { type: T, id: x } }]"#,
+                "must start with",
+            ),
+            (
+                r#"[{ method: GET, path: "/a/{id}", action: A, resource: { type: T, id: "{pid}" } }]"#,
+                "not a parameter",
+            ),
+            (
+                r#"[{ method: GET, path: "/a/x{id}", action: A, resource: { type: T, id: x } }]"#,
+                "whole",
+            ),
+            (
+                r#"[{ method: GET, path: "/a", action: A, resource: { type: "T::U", id: x } }]"#,
+                "type name",
+            ),
         ] {
             let raw: Vec<RawRoute> = serde_yaml::from_str(yaml).expect("yaml");
             let errs = RouteTable::compile(raw).expect_err("must fail");
-            assert!(errs[0].message.contains(want), "{yaml}: {}", errs[0].message);
+            assert!(
+                errs[0].message.contains(want),
+                "{yaml}: {}",
+                errs[0].message
+            );
         }
     }
 }

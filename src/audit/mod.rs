@@ -235,7 +235,12 @@ impl Auditor {
     }
 }
 
-fn write_loop(rx: mpsc::Receiver<Msg>, mut sinks: Vec<Box<dyn Sink>>, mut head: ChainHead, metrics: Metrics) {
+fn write_loop(
+    rx: mpsc::Receiver<Msg>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    mut head: ChainHead,
+    metrics: Metrics,
+) {
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -347,7 +352,10 @@ mod tests {
         assert!(la.ends_with(b"\n") && lb.ends_with(b"\n"));
         // The hash covers prev_hash followed by the record without `hash`.
         let mut v: serde_json::Value = serde_json::from_slice(&lb).expect("json");
-        let h = v.as_object_mut().and_then(|m| m.remove("hash")).expect("hash field");
+        let h = v
+            .as_object_mut()
+            .and_then(|m| m.remove("hash"))
+            .expect("hash field");
         let want = hex::encode(chain_hash(&b.prev_hash, canonical(&v).as_bytes()));
         assert_eq!(h.as_str(), Some(want.as_str()));
     }

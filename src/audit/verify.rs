@@ -59,20 +59,35 @@ pub fn verify_files(files: &[impl AsRef<Path>]) -> Result<u64, Broken> {
             match &prev {
                 Some((pseq, phash)) => {
                     if seq != pseq + 1 {
-                        return Err(broken(seq_s, format!("expected seq {} (a record is missing or out of order)", pseq + 1)));
+                        return Err(broken(
+                            seq_s,
+                            format!(
+                                "expected seq {} (a record is missing or out of order)",
+                                pseq + 1
+                            ),
+                        ));
                     }
                     if &prev_hash != phash {
-                        return Err(broken(seq_s, "`prev_hash` does not match the previous record's hash".into()));
+                        return Err(broken(
+                            seq_s,
+                            "`prev_hash` does not match the previous record's hash".into(),
+                        ));
                     }
                 }
                 None if seq == 1 && prev_hash != GENESIS_HASH => {
-                    return Err(broken(seq_s, "the first record's `prev_hash` is not 64 zeros".into()));
+                    return Err(broken(
+                        seq_s,
+                        "the first record's `prev_hash` is not 64 zeros".into(),
+                    ));
                 }
                 None => {}
             }
             let want = hex::encode(chain_hash(&prev_hash, canonical(&v).as_bytes()));
             if want != hash {
-                return Err(broken(seq_s, "`hash` does not match the record (altered)".into()));
+                return Err(broken(
+                    seq_s,
+                    "`hash` does not match the record (altered)".into(),
+                ));
             }
             prev = Some((seq, hash));
             count += 1;

@@ -300,10 +300,12 @@ impl IssuerKeys {
         match &self.config.keys {
             KeySource::File(path) => {
                 let origin = path.display().to_string();
-                let bytes = tokio::fs::read(path).await.map_err(|source| KeySetError::Read {
-                    path: origin.clone(),
-                    source,
-                })?;
+                let bytes = tokio::fs::read(path)
+                    .await
+                    .map_err(|source| KeySetError::Read {
+                        path: origin.clone(),
+                        source,
+                    })?;
                 KeySet::parse(&bytes, &origin)
             }
             KeySource::Url(url) => {

@@ -16,8 +16,6 @@ use super::{AttrValue, Authenticator, Principal};
 /// Why a token was refused; [`TokenError::reason`] is the audit reason and metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("authorization scheme is not Bearer")]
-    BadScheme,
     #[error("token is not a compact JWS")]
     Malformed,
     #[error("token is longer than 8 KiB")]
@@ -59,7 +57,6 @@ pub enum TokenError {
 impl TokenError {
     pub fn reason(self) -> &'static str {
         match self {
-            TokenError::BadScheme => "invalid_token: scheme",
             TokenError::Malformed => "invalid_token: malformed",
             TokenError::TooLong => "invalid_token: too_long",
             TokenError::BadHeader => "invalid_token: bad_header",
@@ -86,9 +83,14 @@ impl TokenError {
 const FORBIDDEN_HEADERS: &[&str] = &["crit", "jku", "x5u", "jwk", "x5c"];
 
 /// Verifies a compact JWS and builds the principal. `now` is seconds since the epoch.
-pub(super) async fn verify(auth: &Authenticator, token: &str, now: u64) -> Result<Principal, TokenError> {
+pub(super) async fn verify(
+    auth: &Authenticator,
+    token: &str,
+    now: u64,
+) -> Result<Principal, TokenError> {
     let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
@@ -120,11 +122,16 @@ pub(super) async fn verify(auth: &Authenticator, token: &str, now: u64) -> Resul
     if !issuer.config().algorithms.iter().any(|a| a == alg_name) {
         return Err(TokenError::AlgorithmNotAllowed);
     }
-    let alg: Algorithm = alg_name.parse().map_err(|_| TokenError::AlgorithmNotAllowed)?;
+    let alg: Algorithm = alg_name
+        .parse()
+        .map_err(|_| TokenError::AlgorithmNotAllowed)?;
 
     let key = match issuer.key(kid) {
         Some(k) => k,
-        None => issuer.key_after_refresh(kid).await.ok_or(TokenError::UnknownKid)?,
+        None => issuer
+            .key_after_refresh(kid)
+            .await
+            .ok_or(TokenError::UnknownKid)?,
     };
     if !key.accepts(alg) {
         return Err(TokenError::AlgorithmNotAllowed);
@@ -203,8 +210,13 @@ fn numeric_date(v: Option<&Value>) -> Result<Option<u64>, TokenError> {
                 Ok(Some(u))
             } else {
                 match n.as_f64() {
-                    Some(f) if (0.0..1.8e19).contains(&f) => {
-                        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "range checked above")]
+                    Some(f) if (0.0..1.8e19).contains(&f) =>
+                    {
+                        #[expect(
+                            clippy::cast_possible_truncation,
+                            clippy::cast_sign_loss,
+                            reason = "range checked above"
+                        )]
                         Ok(Some(f as u64))
                     }
                     _ => Err(TokenError::BadExpiry),
@@ -215,7 +227,10 @@ fn numeric_date(v: Option<&Value>) -> Result<Option<u64>, TokenError> {
     }
 }
 
-fn check_audience(claims: &BTreeMap<String, Value>, audiences: &[String]) -> Result<(), TokenError> {
+fn check_audience(
+    claims: &BTreeMap<String, Value>,
+    audiences: &[String],
+) -> Result<(), TokenError> {
     let ok = match claims.get("aud") {
         Some(Value::String(a)) => audiences.iter().any(|x| x == a),
         Some(Value::Array(list)) => list.iter().any(|v| match v {
@@ -258,7 +273,9 @@ fn build_principal(
             .iter()
             .map(|r| match r {
                 // Roles travel comma-separated in a header: no commas, no control characters.
-                Value::String(s) if !s.is_empty() && !s.chars().any(|c| c == ',' || c.is_control()) => {
+                Value::String(s)
+                    if !s.is_empty() && !s.chars().any(|c| c == ',' || c.is_control()) =>
+                {
                     Ok(s.clone())
                 }
                 _ => Err(TokenError::BadRoles),
@@ -300,7 +317,11 @@ fn attr_value(v: &Value) -> Option<AttrValue> {
         Value::String(s) => Some(AttrValue::String(s.clone())),
         Value::Bool(b) => Some(AttrValue::Bool(*b)),
         Value::Number(n) => n.as_i64().map(AttrValue::Long),
-        Value::Array(a) => a.iter().map(attr_value).collect::<Option<Vec<_>>>().map(AttrValue::Set),
+        Value::Array(a) => a
+            .iter()
+            .map(attr_value)
+            .collect::<Option<Vec<_>>>()
+            .map(AttrValue::Set),
         _ => None,
     }
 }
@@ -398,10 +419,19 @@ mod tests {
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
         assert!(decode_object(&b64(r#"{"a":1,"b":2}"#)).is_ok());
-        assert_eq!(decode_object(&b64(r#"{"roles":["x"],"roles":["admin"]}"#)), Err(TokenError::BadClaims));
-        assert_eq!(decode_object(&b64(r#"{"r":{"a":1,"a":2}}"#)), Err(TokenError::BadClaims));
+        assert_eq!(
+            decode_object(&b64(r#"{"roles":["x"],"roles":["admin"]}"#)),
+            Err(TokenError::BadClaims)
+        );
+        assert_eq!(
+            decode_object(&b64(r#"{"r":{"a":1,"a":2}}"#)),
+            Err(TokenError::BadClaims)
+        );
         assert_eq!(decode_object(&b64(r#"[1]"#)), Err(TokenError::BadClaims));
-        assert_eq!(decode_object(&b64(r#"{"a":1} x"#)), Err(TokenError::BadClaims));
+        assert_eq!(
+            decode_object(&b64(r#"{"a":1} x"#)),
+            Err(TokenError::BadClaims)
+        );
         assert_eq!(decode_object("!!"), Err(TokenError::Malformed));
     }
 
@@ -410,17 +440,40 @@ mod tests {
         assert_eq!(numeric_date(Some(&Value::from(10))), Ok(Some(10)));
         assert_eq!(numeric_date(Some(&Value::from(10.9))), Ok(Some(10)));
         assert_eq!(numeric_date(None), Ok(None));
-        for bad in [Value::from("10"), Value::Null, Value::from(-1), Value::from(1e300)] {
-            assert_eq!(numeric_date(Some(&bad)), Err(TokenError::BadExpiry), "{bad}");
+        for bad in [
+            Value::from("10"),
+            Value::Null,
+            Value::from(-1),
+            Value::from(1e300),
+        ] {
+            assert_eq!(
+                numeric_date(Some(&bad)),
+                Err(TokenError::BadExpiry),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn jwt_types() {
-        for ok in ["JWT", "jwt", "at+jwt", "AT+JWT", "application/at+jwt", "application/JWT"] {
+        for ok in [
+            "JWT",
+            "jwt",
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "application/JWT",
+        ] {
             assert!(is_jwt_type(ok), "{ok}");
         }
-        for bad in ["JOSE", "JOSE+JSON", "", "application/", "at+jwt ", "x-application/jwt"] {
+        for bad in [
+            "JOSE",
+            "JOSE+JSON",
+            "",
+            "application/",
+            "at+jwt ",
+            "x-application/jwt",
+        ] {
             assert!(!is_jwt_type(bad), "{bad}");
         }
     }

@@ -56,6 +56,8 @@ pub struct Principal {
 pub enum AuthError {
     #[error("missing bearer token")]
     Missing,
+    #[error("authorization scheme is not Bearer")]
+    OtherScheme,
     #[error("more than one Authorization header")]
     DuplicateHeader,
     #[error("invalid token: {0}")]
@@ -67,6 +69,7 @@ impl AuthError {
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing_token",
+            AuthError::OtherScheme => "missing_token: scheme",
             AuthError::DuplicateHeader => "bad_request: duplicate_authorization",
             AuthError::Invalid(e) => e.reason(),
         }
@@ -92,7 +95,9 @@ impl moka::Expiry<[u8; 32], Arc<Principal>> for UntilExp {
         value: &Arc<Principal>,
         _now: std::time::Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_secs(value.expires_at.saturating_sub(unix_now())))
+        Some(Duration::from_secs(
+            value.expires_at.saturating_sub(unix_now()),
+        ))
     }
 }
 
@@ -192,9 +197,10 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
         return Err(AuthError::DuplicateHeader);
     }
     let value = value.to_str().map_err(|_| TokenError::Malformed)?;
-    let (scheme, token) = value.split_once(' ').ok_or(TokenError::BadScheme)?;
+    // RFC 6750 §3.1: another scheme is no bearer credential at all, not an invalid one.
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(TokenError::BadScheme.into());
+        return Err(AuthError::OtherScheme);
     }
     let token = token.trim_matches(' ');
     if token.is_empty() {
@@ -227,7 +233,7 @@ mod tests {
         );
         assert_eq!(
             bearer_token(&headers(&["Basic dXNlcjpwYXNz"])),
-            Err(AuthError::Invalid(TokenError::BadScheme))
+            Err(AuthError::OtherScheme)
         );
         assert_eq!(
             bearer_token(&headers(&["Bearer "])),

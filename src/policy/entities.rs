@@ -47,7 +47,10 @@ impl EntityResolver {
         Ok(Self {
             template,
             client,
-            cache: Cache::builder().max_capacity(entries).time_to_live(ttl).build(),
+            cache: Cache::builder()
+                .max_capacity(entries)
+                .time_to_live(ttl)
+                .build(),
             metrics,
         })
     }
@@ -108,7 +111,8 @@ impl EntityResolver {
             }
             body.extend_from_slice(&chunk);
         }
-        let text = std::str::from_utf8(&body).map_err(|e| EntityFetchError::Invalid(e.to_string()))?;
+        let text =
+            std::str::from_utf8(&body).map_err(|e| EntityFetchError::Invalid(e.to_string()))?;
         let entities = Entities::from_json_str(text, Some(&snap.schema))
             .map_err(|e| EntityFetchError::Invalid(e.to_string()))?;
         // Action entities come from the schema; never from the answer.

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema, ValidationMode,
-    Validator,
+    Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
@@ -97,7 +96,10 @@ pub fn load(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
     };
     paths.sort();
     if paths.is_empty() {
-        findings.push(plain(&files.dir, "no `*.cedar` file in the policy folder".into()));
+        findings.push(plain(
+            &files.dir,
+            "no `*.cedar` file in the policy folder".into(),
+        ));
     }
     let mut sources = Vec::new();
     let mut policies = PolicySet::new();
@@ -110,7 +112,10 @@ pub fn load(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
                 continue;
             }
         };
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         hasher.update(name.as_bytes());
         hasher.update([0]);
         hasher.update(src.text.as_bytes());
@@ -118,12 +123,19 @@ pub fn load(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
         match PolicySet::from_str(&src.text) {
             Ok(set) => {
                 if set.templates().next().is_some() {
-                    findings.push(plain(&path, "templates are not supported; write static policies".into()));
+                    findings.push(plain(
+                        &path,
+                        "templates are not supported; write static policies".into(),
+                    ));
                 }
                 let mut parsed: Vec<_> = set.policies().collect();
                 // Cedar numbers a file's policies `policy0`, `policy1`, … in source order.
                 parsed.sort_by_key(|p| {
-                    p.id().to_string().trim_start_matches("policy").parse::<usize>().unwrap_or(usize::MAX)
+                    p.id()
+                        .to_string()
+                        .trim_start_matches("policy")
+                        .parse::<usize>()
+                        .unwrap_or(usize::MAX)
                 });
                 for (n, p) in parsed.into_iter().enumerate() {
                     let id = match p.annotation("id") {
@@ -193,14 +205,20 @@ pub fn load(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
         if !actions.contains(&action) {
             findings.push(plain(
                 &files.schema,
-                format!("route `{} {}`: action `{action}` is not declared in the schema", route.method, route.path),
+                format!(
+                    "route `{} {}`: action `{action}` is not declared in the schema",
+                    route.method, route.path
+                ),
             ));
         }
         let ty = format!("{ns}::{}", route.resource_type);
         if !types.contains(&ty) {
             findings.push(plain(
                 &files.schema,
-                format!("route `{} {}`: resource type `{ty}` is not declared in the schema", route.method, route.path),
+                format!(
+                    "route `{} {}`: resource type `{ty}` is not declared in the schema",
+                    route.method, route.path
+                ),
             ));
         }
         if let Ok(uid) = EntityUid::from_str(&action) {
@@ -310,8 +328,15 @@ fn finding(src: &Source, severity: Severity, d: &dyn Diagnostic) -> Finding {
     match labels.first() {
         Some(label) => {
             let (line, col, line_text) = position(&src.text, label.offset());
-            let _ = write!(text, "{}:{line}:{col}: {sev}: {message}", src.path.display());
-            let len = label.len().max(1).min(line_text.len().saturating_sub(col - 1).max(1));
+            let _ = write!(
+                text,
+                "{}:{line}:{col}: {sev}: {message}",
+                src.path.display()
+            );
+            let len = label
+                .len()
+                .max(1)
+                .min(line_text.len().saturating_sub(col - 1).max(1));
             let _ = write!(
                 text,
                 "\n    {line_text}\n    {}{}",
@@ -346,7 +371,10 @@ fn position(text: &str, offset: usize) -> (usize, usize, &str) {
     let before = text.get(..offset).unwrap_or("");
     let line = before.matches('\n').count() + 1;
     let start = before.rfind('\n').map_or(0, |i| i + 1);
-    let end = text.get(start..).and_then(|t| t.find('\n')).map_or(text.len(), |i| start + i);
+    let end = text
+        .get(start..)
+        .and_then(|t| t.find('\n'))
+        .map_or(text.len(), |i| start + i);
     let col = text.get(start..offset).map_or(0, |s| s.chars().count()) + 1;
     (line, col, text.get(start..end).unwrap_or(""))
 }

@@ -8,6 +8,7 @@
 
 pub mod entities;
 pub mod load;
+pub mod reload;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -15,8 +16,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet,
-    Request, RestrictedExpression, Schema,
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request,
+    RestrictedExpression, Schema,
 };
 
 use crate::auth::{AttrValue, Principal};
@@ -182,12 +183,17 @@ impl PolicyEngine {
             errors: Vec::new(),
         };
         let (Some(action_uid), Some(resource_uid)) = (action_uid, resource_uid) else {
-            decision.errors.push("route names an action or type the schema lacks".into());
+            decision
+                .errors
+                .push("route names an action or type the schema lacks".into());
             return decision;
         };
 
         let fetched = match &self.resolver {
-            Some(r) => match r.resolve(snap, route.resource_type, &route.resource_id).await {
+            Some(r) => match r
+                .resolve(snap, route.resource_type, &route.resource_id)
+                .await
+            {
                 Ok(es) => Some(es),
                 Err(e) => {
                     decision.deny = Some(DenyReason::EntitiesUnavailable);
@@ -198,7 +204,13 @@ impl PolicyEngine {
             None => None,
         };
 
-        let entities = match request_entities(snap, principal, &principal_uid, &resource_uid, fetched.as_ref().map(|v| v.as_slice())) {
+        let entities = match request_entities(
+            snap,
+            principal,
+            &principal_uid,
+            &resource_uid,
+            fetched.as_ref().map(|v| v.as_slice()),
+        ) {
             Ok(e) => e,
             Err(e) => {
                 decision.errors.push(e);
@@ -206,8 +218,14 @@ impl PolicyEngine {
             }
         };
         let request = match context(facts, principal.mfa).and_then(|ctx| {
-            Request::new(principal_uid, action_uid, resource_uid, ctx, Some(&snap.schema))
-                .map_err(|e| format!("request does not fit the schema: {e}"))
+            Request::new(
+                principal_uid,
+                action_uid,
+                resource_uid,
+                ctx,
+                Some(&snap.schema),
+            )
+            .map_err(|e| format!("request does not fit the schema: {e}"))
         }) {
             Ok(r) => r,
             Err(e) => {
@@ -216,7 +234,9 @@ impl PolicyEngine {
             }
         };
 
-        let response = self.authorizer.is_authorized(&request, &snap.policies, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &snap.policies, &entities);
         let diag = response.diagnostics();
         let mut policies: Vec<String> = diag.reason().map(ToString::to_string).collect();
         policies.sort();
@@ -250,9 +270,18 @@ fn request_entities(
     let mut attrs = HashMap::with_capacity(principal.attributes.len() + 2);
     attrs.insert(
         "roles".to_owned(),
-        RestrictedExpression::new_set(principal.roles.iter().cloned().map(RestrictedExpression::new_string)),
+        RestrictedExpression::new_set(
+            principal
+                .roles
+                .iter()
+                .cloned()
+                .map(RestrictedExpression::new_string),
+        ),
     );
-    attrs.insert("issuer".to_owned(), RestrictedExpression::new_string(principal.issuer.clone()));
+    attrs.insert(
+        "issuer".to_owned(),
+        RestrictedExpression::new_string(principal.issuer.clone()),
+    );
     for (name, value) in &principal.attributes {
         attrs.insert(name.clone(), restricted(value));
     }
@@ -306,14 +335,23 @@ fn restricted(v: &AttrValue) -> RestrictedExpression {
 
 fn context(facts: &RequestFacts<'_>, mfa: bool) -> Result<Context, String> {
     let mut pairs = vec![
-        ("method".to_owned(), RestrictedExpression::new_string(facts.method.to_owned())),
-        ("path".to_owned(), RestrictedExpression::new_string(facts.path.to_owned())),
+        (
+            "method".to_owned(),
+            RestrictedExpression::new_string(facts.method.to_owned()),
+        ),
+        (
+            "path".to_owned(),
+            RestrictedExpression::new_string(facts.path.to_owned()),
+        ),
         ("mfa".to_owned(), RestrictedExpression::new_bool(mfa)),
         (
             "break_glass".to_owned(),
             RestrictedExpression::new_bool(facts.break_glass_reason.is_some()),
         ),
-        ("client_ip".to_owned(), RestrictedExpression::new_ip(facts.client_ip.to_string())),
+        (
+            "client_ip".to_owned(),
+            RestrictedExpression::new_ip(facts.client_ip.to_string()),
+        ),
     ];
     if let Some(reason) = facts.break_glass_reason {
         pairs.push((

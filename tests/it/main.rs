@@ -21,5 +21,6 @@ mod cli;
 mod jwks;
 mod policy;
 mod proxy;
+mod reload;
 mod routing;
 mod streaming;

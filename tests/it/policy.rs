@@ -192,3 +192,26 @@ async fn resources_from_entities_url_are_decided_on_their_attributes() {
         assert_eq!(r["status"], 403, "{r}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_records_the_deny_and_forwards_anyway() {
+    let fx = fixture().set("mode", "shadow").start().await;
+    let resp = fx
+        .get("/patients/p-1/notes", &token("rx-bob", &["receptionist"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "shadow mode always forwards");
+    let forwarded = fx.backend().forwarded();
+    let (records, _) = fx.finish().await;
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(forwarded[0].header("x-wardgate-subject"), "rx-bob");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = record_by_id(&records, forwarded[0].header("x-wardgate-decision-id"));
+    assert_eq!(
+        r["decision"], "deny",
+        "the policy decision is recorded as it was: {r}"
+    );
+    assert_eq!(r["mode"], "shadow");
+    assert_eq!(r["status"], 200);
+}
