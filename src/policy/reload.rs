@@ -13,11 +13,14 @@ use crate::proxy::Gateway;
 /// How often the files are looked at; a change takes effect within this plus a load.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
+/// Size, modification time (ns) and inode of one file.
+type Stamp = (u64, i128, u64);
+
 /// What the watched files look like now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint(Vec<(PathBuf, Option<(u64, i128, u64)>)>);
+pub struct Fingerprint(Vec<(PathBuf, Option<Stamp>)>);
 
-fn stamp(p: &Path) -> Option<(u64, i128, u64)> {
+fn stamp(p: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(p).ok()?;
     let mtime = m
         .modified()
