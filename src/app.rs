@@ -35,19 +35,7 @@ pub struct Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     crate::install_crypto_provider();
     let metrics = Metrics::new();
-    let resolver = match &config.entities_url {
-        Some(url) => Some(
-            EntityResolver::new(
-                url.clone(),
-                config.limits.entity_cache_entries,
-                config.limits.entity_cache_ttl,
-                config.limits.entity_fetch_timeout,
-                metrics.clone(),
-            )
-            .context("entities_url client")?,
-        ),
-        None => None,
-    };
+    let resolver = EntityResolver::from_config(&config, &metrics).context("entities_url client")?;
     let fingerprint = crate::policy::reload::fingerprint(&config.policies);
     let (engine, warnings) = PolicyEngine::new(
         config.policies.clone(),

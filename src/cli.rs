@@ -41,6 +41,25 @@ pub enum Command {
         /// Test files or folders of them
         paths: Vec<PathBuf>,
     },
+    /// Explain one decision: the Cedar request built, the decision, the determining policies
+    /// and any evaluation errors
+    Explain {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A JWT whose claims to use (its signature is NOT checked: this is an analyst's tool)
+        #[arg(long, conflicts_with = "claims", required_unless_present = "claims")]
+        token: Option<String>,
+        /// The token's claims as JSON, e.g. '{"sub":"dr-ada","roles":["doctor"]}'
+        #[arg(long)]
+        claims: Option<String>,
+        /// A request header, `Name: value` (e.g. `X-Break-Glass: reason`); repeatable
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// HTTP method
+        method: String,
+        /// Request target, e.g. /patients/p-1
+        path: String,
+    },
     /// Audit trail tools
     Audit {
         #[command(subcommand)]
@@ -86,6 +105,14 @@ pub fn main() -> ExitCode {
         }
         Command::Validate { config } => validate(&config_path(config)),
         Command::Test { config, paths } => policy_tests(&config_path(config), paths),
+        Command::Explain {
+            config,
+            token,
+            claims,
+            headers,
+            method,
+            path,
+        } => explain(&config_path(config), token, claims, headers, &method, &path),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => match crate::audit::verify::verify_files(&files) {
@@ -142,6 +169,78 @@ fn validate(path: &Path) -> ExitCode {
             eprintln!("{e}");
             eprintln!("invalid: {} error(s)", e.findings.len());
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(
+    config: &Path,
+    token: Option<String>,
+    claims: Option<String>,
+    headers: Vec<String>,
+    method: &str,
+    path: &str,
+) -> ExitCode {
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let claims = match (token, claims) {
+        (Some(t), _) => {
+            eprintln!("note: the token's signature is not checked by `explain`");
+            let payload = t.split('.').nth(1).unwrap_or("");
+            match crate::auth::jwt::decode_object(payload) {
+                Ok(m) => m.into_iter().collect(),
+                Err(e) => {
+                    eprintln!("wardgate explain: `--token`: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (None, Some(c)) => match serde_json::from_str::<serde_json::Value>(&c) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                eprintln!("wardgate explain: `--claims` must be a JSON object");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {
+            eprintln!("wardgate explain: give `--token` or `--claims`");
+            return ExitCode::from(2);
+        }
+    };
+    let mut header_map = std::collections::BTreeMap::new();
+    for h in headers {
+        match h.split_once(':') {
+            Some((k, v)) => {
+                header_map.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            None => {
+                eprintln!("wardgate explain: `--header {h}` must be `Name: value`");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wardgate explain: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::tester::explain(
+        &config, claims, method, path, header_map,
+    )) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wardgate explain: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::policy::{Decision, PolicyEngine, RequestFacts};
+use crate::policy::{Decision, EntityResolver, Explanation, PolicyEngine, RequestFacts};
 use crate::routes::check_target;
 
 #[derive(Debug, Deserialize)]
@@ -110,39 +110,46 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TestError> {
     Ok(out)
 }
 
+/// The pieces a case needs: the same engine and token rules as `wardgate run`.
+pub struct Harness<'c> {
+    config: &'c Config,
+    engine: PolicyEngine,
+    auth: Authenticator,
+    default_issuer: String,
+}
+
+impl<'c> Harness<'c> {
+    pub fn new(config: &'c Config) -> Result<Self, TestError> {
+        crate::install_crypto_provider();
+        let setup = |e: &dyn std::fmt::Display| TestError::Setup(e.to_string());
+        let metrics = Metrics::new();
+        let resolver = EntityResolver::from_config(config, &metrics).map_err(|e| setup(&e))?;
+        let (engine, _) = PolicyEngine::new(
+            config.policies.clone(),
+            config.routes.clone(),
+            resolver,
+            metrics.clone(),
+        )
+        .map_err(|e| setup(&e))?;
+        let auth = Authenticator::new(&config.jwt, 1, metrics).map_err(|e| setup(&e))?;
+        let default_issuer = config
+            .jwt
+            .issuers
+            .first()
+            .map(|i| i.issuer.clone())
+            .unwrap_or_default();
+        Ok(Self {
+            config,
+            engine,
+            auth,
+            default_issuer,
+        })
+    }
+}
+
 /// Runs every case of `files` against the config's policies.
 pub async fn run(config: &Config, files: &[PathBuf]) -> Result<Report, TestError> {
-    crate::install_crypto_provider();
-    let metrics = Metrics::new();
-    let resolver = match &config.entities_url {
-        Some(url) => Some(
-            crate::policy::EntityResolver::new(
-                url.clone(),
-                config.limits.entity_cache_entries,
-                config.limits.entity_cache_ttl,
-                config.limits.entity_fetch_timeout,
-                metrics.clone(),
-            )
-            .map_err(|e| TestError::Setup(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let (engine, _) = PolicyEngine::new(
-        config.policies.clone(),
-        config.routes.clone(),
-        resolver,
-        metrics.clone(),
-    )
-    .map_err(|e| TestError::Setup(e.to_string()))?;
-    let auth =
-        Authenticator::new(&config.jwt, 1, metrics).map_err(|e| TestError::Setup(e.to_string()))?;
-    let default_issuer = config
-        .jwt
-        .issuers
-        .first()
-        .map(|i| i.issuer.clone())
-        .unwrap_or_default();
-
+    let h = Harness::new(config)?;
     let mut report = Report::default();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|source| TestError::Read {
@@ -154,7 +161,7 @@ pub async fn run(config: &Config, files: &[PathBuf]) -> Result<Report, TestError
             message: e.to_string(),
         })?;
         for (i, case) in cases.cases.into_iter().enumerate() {
-            let outcome = decide(config, &engine, &auth, &default_issuer, &case).await;
+            let outcome = decide(&h, &case.token, &case.request, None).await;
             let mut problems = Vec::new();
             if outcome.allowed != (case.expect == Expect::Allow) {
                 problems.push(format!(
@@ -201,12 +208,12 @@ pub async fn run(config: &Config, files: &[PathBuf]) -> Result<Report, TestError
     Ok(report)
 }
 
+/// Decides one request the way live traffic is decided; fills `explain` when given.
 async fn decide(
-    config: &Config,
-    engine: &PolicyEngine,
-    auth: &Authenticator,
-    default_issuer: &str,
-    case: &Case,
+    h: &Harness<'_>,
+    token: &serde_json::Map<String, serde_json::Value>,
+    request: &CaseRequest,
+    explain: Option<&mut Explained>,
 ) -> Outcome {
     let deny = |reason: &str| Outcome {
         allowed: false,
@@ -214,28 +221,30 @@ async fn decide(
         policies: Vec::new(),
         errors: Vec::new(),
     };
-    let mut claims = case.token.clone();
+    let mut claims = token.clone();
     claims
         .entry("iss")
-        .or_insert_with(|| serde_json::Value::String(default_issuer.to_owned()));
-    let principal = match auth.principal_from_claims(&serde_json::Value::Object(claims)) {
+        .or_insert_with(|| serde_json::Value::String(h.default_issuer.clone()));
+    let principal = match h
+        .auth
+        .principal_from_claims(&serde_json::Value::Object(claims))
+    {
         Ok(p) => p,
         Err(e) => return deny(e.reason()),
     };
-    let Ok(method) = case.request.method.parse::<http::Method>() else {
+    let Ok(method) = request.method.parse::<http::Method>() else {
         return deny("bad_request: method");
     };
-    let Ok(uri) = case.request.path.parse::<http::Uri>() else {
+    let Ok(uri) = request.path.parse::<http::Uri>() else {
         return deny("bad_path");
     };
     let Ok(path) = check_target(&uri) else {
         return deny("bad_path");
     };
-    let Some(route) = config.routes.find(&method, path) else {
+    let Some(route) = h.config.routes.find(&method, path) else {
         return deny("no_route");
     };
-    let break_glass = case
-        .request
+    let break_glass = request
         .headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("x-break-glass"))
@@ -244,20 +253,119 @@ async fn decide(
     let facts = RequestFacts {
         method: method.as_str(),
         path,
-        client_ip: case
-            .request
-            .client_ip
-            .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        client_ip: request.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
         break_glass_reason: break_glass,
     };
-    let snap = engine.snapshot();
-    let d: Decision = engine.decide(&snap, &principal, &route, &facts).await;
+    let snap = h.engine.snapshot();
+    let d: Decision = match explain {
+        Some(out) => {
+            let (d, ex) = h.engine.explain(&snap, &principal, &route, &facts).await;
+            out.explanation = Some(ex);
+            out.decision = Some(d.clone());
+            d
+        }
+        None => h.engine.decide(&snap, &principal, &route, &facts).await,
+    };
     Outcome {
         allowed: d.allowed(),
         reason: d.deny.map_or("allowed", |r| r.as_str()).to_owned(),
         policies: d.policies,
         errors: d.errors,
     }
+}
+
+/// What `wardgate explain` prints.
+#[derive(Debug, Default)]
+pub struct Explained {
+    pub decision: Option<Decision>,
+    pub explanation: Option<Explanation>,
+}
+
+/// `wardgate explain`: one request, the Cedar request built for it, the decision, the
+/// determining policies and any evaluation errors, as text for a person.
+pub async fn explain(
+    config: &Config,
+    claims: serde_json::Map<String, serde_json::Value>,
+    method: &str,
+    path: &str,
+    headers: BTreeMap<String, String>,
+) -> Result<String, TestError> {
+    use std::fmt::Write as _;
+    let h = Harness::new(config)?;
+    let request = CaseRequest {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        headers,
+        client_ip: None,
+    };
+    let mut ex = Explained::default();
+    let outcome = decide(&h, &claims, &request, Some(&mut ex)).await;
+    let mut out = String::new();
+    let _ = writeln!(out, "request:   {method} {path}");
+    let _ = writeln!(
+        out,
+        "policies:  {} (version {})",
+        h.engine.snapshot().policy_count,
+        h.engine.snapshot().version
+    );
+    match (&ex.decision, &ex.explanation) {
+        (Some(d), Some(e)) => {
+            let _ = writeln!(out, "principal: {}", d.principal);
+            let _ = writeln!(out, "action:    {}", d.action);
+            let _ = writeln!(out, "resource:  {}", d.resource);
+            let _ = writeln!(out, "context:   {}", e.context);
+            let _ = writeln!(out, "entities:");
+            for entity in e.entities.as_array().into_iter().flatten() {
+                let is_action = entity
+                    .pointer("/uid/type")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|t| t.ends_with("Action"));
+                if !is_action {
+                    let _ = writeln!(out, "  {entity}");
+                }
+            }
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "(no Cedar request was built: the request was refused before evaluation)"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "decision:  {} ({})",
+        if outcome.allowed { "allow" } else { "deny" },
+        outcome.reason
+    );
+    let _ = writeln!(
+        out,
+        "determining policies: {}",
+        if outcome.policies.is_empty() {
+            "none".to_owned()
+        } else {
+            outcome.policies.join(", ")
+        }
+    );
+    if outcome.errors.is_empty() {
+        let _ = writeln!(out, "errors:    none");
+    } else {
+        let _ = writeln!(out, "errors:");
+        for e in &outcome.errors {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    if !outcome.allowed
+        && outcome.policies.is_empty()
+        && outcome.errors.is_empty()
+        && outcome.reason == "policy"
+    {
+        let _ = writeln!(
+            out,
+            "why:       no permit policy applies to this principal, action and resource"
+        );
+    }
+    Ok(out)
 }
 
 /// The default test folder: `tests/` inside `policies.dir`.

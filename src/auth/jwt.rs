@@ -327,7 +327,7 @@ fn attr_value(v: &Value) -> Option<AttrValue> {
 }
 
 /// Decodes one base64url segment as a JSON object, refusing duplicate keys at any depth.
-pub(crate) fn decode_object(b64: &str) -> Result<BTreeMap<String, Value>, TokenError> {
+pub fn decode_object(b64: &str) -> Result<BTreeMap<String, Value>, TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(b64.as_bytes())
         .map_err(|_| TokenError::Malformed)?;

@@ -55,6 +55,26 @@ impl EntityResolver {
         })
     }
 
+    /// The resolver `config.entities_url` asks for, if any.
+    pub fn from_config(
+        config: &crate::config::Config,
+        metrics: &Metrics,
+    ) -> Result<Option<Self>, reqwest::Error> {
+        config
+            .entities_url
+            .as_ref()
+            .map(|url| {
+                Self::new(
+                    url.clone(),
+                    config.limits.entity_cache_entries,
+                    config.limits.entity_cache_ttl,
+                    config.limits.entity_fetch_timeout,
+                    metrics.clone(),
+                )
+            })
+            .transpose()
+    }
+
     /// Forgets every cached answer (after a policy reload, whose schema may differ).
     pub fn clear(&self) {
         self.cache.invalidate_all();

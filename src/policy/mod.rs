@@ -95,6 +95,15 @@ impl Decision {
     }
 }
 
+/// The Cedar request behind a decision, for people (`wardgate explain`).
+#[derive(Debug, Default)]
+pub struct Explanation {
+    /// Every entity the request was evaluated with, as Cedar JSON.
+    pub entities: serde_json::Value,
+    /// The context record as built (`client_ip` is an `ipaddr` in Cedar).
+    pub context: serde_json::Value,
+}
+
 /// Holds the policy set in force and decides requests against it.
 pub struct PolicyEngine {
     current: ArcSwap<PolicySnapshot>,
@@ -161,6 +170,33 @@ impl PolicyEngine {
         principal: &Principal,
         route: &RouteMatch<'_>,
         facts: &RequestFacts<'_>,
+    ) -> Decision {
+        self.evaluate(snap, principal, route, facts, None).await
+    }
+
+    /// Decides one request like [`PolicyEngine::decide`] and also returns the Cedar request
+    /// that was built (`wardgate explain`).
+    pub async fn explain(
+        &self,
+        snap: &PolicySnapshot,
+        principal: &Principal,
+        route: &RouteMatch<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> (Decision, Explanation) {
+        let mut ex = Explanation::default();
+        let d = self
+            .evaluate(snap, principal, route, facts, Some(&mut ex))
+            .await;
+        (d, ex)
+    }
+
+    async fn evaluate(
+        &self,
+        snap: &PolicySnapshot,
+        principal: &Principal,
+        route: &RouteMatch<'_>,
+        facts: &RequestFacts<'_>,
+        explain: Option<&mut Explanation>,
     ) -> Decision {
         let principal_uid = EntityUid::from_type_name_and_id(
             snap.user_type.clone(),
@@ -234,6 +270,17 @@ impl PolicyEngine {
             }
         };
 
+        if let Some(ex) = explain {
+            ex.entities = entities.to_json_value().unwrap_or_default();
+            ex.context = serde_json::json!({
+                "method": facts.method,
+                "path": facts.path,
+                "mfa": principal.mfa,
+                "break_glass": facts.break_glass_reason.is_some(),
+                "break_glass_reason": facts.break_glass_reason,
+                "client_ip": facts.client_ip.to_string(),
+            });
+        }
         let response = self
             .authorizer
             .is_authorized(&request, &snap.policies, &entities);

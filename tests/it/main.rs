@@ -24,3 +24,4 @@ mod proxy;
 mod reload;
 mod routing;
 mod streaming;
+mod tooling;
