@@ -8,3 +8,5 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
+# The security team's policy tests, as they run them.
+cargo run --locked --quiet -- test --config examples/wardgate.yaml
