@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -17,17 +16,16 @@ use crate::metrics::Metrics;
 use crate::policy::{EntityResolver, PolicyEngine};
 use crate::proxy::Gateway;
 
-/// How long in-flight requests may take to finish once shutdown begins.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
 /// A started wardgate.
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
-    stop: watch::Sender<bool>,
-    graceful: Arc<GracefulShutdown>,
-    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+    stop_proxy: watch::Sender<bool>,
+    proxy_task: JoinHandle<()>,
+    stop_rest: watch::Sender<bool>,
+    other_tasks: Vec<JoinHandle<()>>,
 }
 
 /// Builds every component and starts serving. Invalid policies, an unreadable key file or an
@@ -66,56 +64,61 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin_addr = admin.local_addr()?;
 
     let gateway = Arc::new(Gateway::new(&config, auth, engine, auditor, metrics));
-    let (stop, stopped) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
-    let tasks = vec![
-        tokio::spawn(crate::proxy::serve(
+    let grace = config.limits.shutdown_grace;
+    let (stop_proxy, proxy_stopped) = watch::channel(false);
+    let (stop_rest, rest_stopped) = watch::channel(false);
+    let proxy_task = tokio::spawn(crate::proxy::serve(
+        gateway.clone(),
+        proxy,
+        proxy_stopped,
+        grace,
+    ));
+    let other_tasks = vec![
+        tokio::spawn(crate::admin::serve(
             gateway.clone(),
-            proxy,
-            graceful.clone(),
-            stopped.clone(),
+            admin,
+            rest_stopped.clone(),
         )),
-        tokio::spawn(crate::admin::serve(gateway.clone(), admin, stopped.clone())),
         tokio::spawn(crate::policy::reload::watch(
             gateway.clone(),
             config.policies.clone(),
             fingerprint,
-            stopped,
+            rest_stopped,
         )),
     ];
     Ok(Running {
         proxy_addr,
         admin_addr,
         gateway,
-        stop,
-        graceful,
-        tasks,
+        grace,
+        stop_proxy,
+        proxy_task,
+        stop_rest,
+        other_tasks,
     })
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish within [`SHUTDOWN_GRACE`], and returns
-    /// once every audit record is written.
+    /// Shuts down: `/readyz` turns 503 at once (the admin listener keeps answering), the proxy
+    /// stops accepting, in-flight requests finish within `limits.shutdown_grace_ms` (the rest
+    /// are cut and still audited), every audit record is written, then the admin listener and
+    /// the policy watcher stop.
     pub async fn shutdown(self) {
-        self.shutdown_within(SHUTDOWN_GRACE).await;
-    }
-
-    pub async fn shutdown_within(self, grace: Duration) {
         self.gateway.start_draining();
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        // Every connection holds a clone of the watcher; the proxy loop has dropped its own.
-        match Arc::try_unwrap(self.graceful) {
-            Ok(g) => {
-                if tokio::time::timeout(grace, g.shutdown()).await.is_err() {
-                    tracing::warn!(?grace, "grace period over; closing remaining connections");
-                }
-            }
-            Err(_) => tracing::warn!("connections still tracked elsewhere; not waiting for them"),
+        let _ = self.stop_proxy.send(true);
+        if self.proxy_task.await.is_err() {
+            tracing::error!("proxy listener task failed during shutdown");
         }
         self.gateway.auditor.flush().await;
+        let _ = self.stop_rest.send(true);
+        for t in self.other_tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// The grace period in-flight requests get at shutdown.
+    pub fn grace(&self) -> Duration {
+        self.grace
     }
 }
 

@@ -149,6 +149,9 @@ struct RawPolicies {
     entities: Option<PathBuf>,
     #[serde(default = "default_namespace")]
     namespace: String,
+    /// A second policy folder evaluated beside the enforced one, never enforced.
+    #[serde(default)]
+    candidate_dir: Option<PathBuf>,
 }
 
 fn default_namespace() -> String {
@@ -189,6 +192,8 @@ struct RawLimits {
     entity_cache_ttl_ms: u64,
     #[serde(default = "d_entity_fetch_timeout_ms")]
     entity_fetch_timeout_ms: u64,
+    #[serde(default = "d_shutdown_grace_ms")]
+    shutdown_grace_ms: u64,
 }
 
 fn d_max_header_bytes() -> usize {
@@ -218,6 +223,9 @@ fn d_entity_cache_ttl_ms() -> u64 {
 fn d_entity_fetch_timeout_ms() -> u64 {
     2_000
 }
+fn d_shutdown_grace_ms() -> u64 {
+    20_000
+}
 
 impl Default for RawLimits {
     fn default() -> Self {
@@ -231,6 +239,7 @@ impl Default for RawLimits {
             entity_cache_entries: d_entity_cache_entries(),
             entity_cache_ttl_ms: d_entity_cache_ttl_ms(),
             entity_fetch_timeout_ms: d_entity_fetch_timeout_ms(),
+            shutdown_grace_ms: d_shutdown_grace_ms(),
         }
     }
 }
@@ -313,6 +322,19 @@ pub struct PolicyFiles {
     pub schema: PathBuf,
     pub entities: Option<PathBuf>,
     pub namespace: String,
+    /// Candidate policies (same schema and entities), decided beside the enforced set.
+    pub candidate_dir: Option<PathBuf>,
+}
+
+impl PolicyFiles {
+    /// The candidate set's files: the enforced set's with `candidate_dir` as the folder.
+    pub fn candidate(&self) -> Option<PolicyFiles> {
+        self.candidate_dir.as_ref().map(|dir| PolicyFiles {
+            dir: dir.clone(),
+            candidate_dir: None,
+            ..self.clone()
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -337,6 +359,8 @@ pub struct Limits {
     pub entity_cache_entries: u64,
     pub entity_cache_ttl: Duration,
     pub entity_fetch_timeout: Duration,
+    /// In-flight requests get this long to finish at shutdown.
+    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -545,6 +569,11 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
         schema: resolve(base, &raw.policies.schema),
         entities: raw.policies.entities.as_deref().map(|p| resolve(base, p)),
         namespace: raw.policies.namespace,
+        candidate_dir: raw
+            .policies
+            .candidate_dir
+            .as_deref()
+            .map(|p| resolve(base, p)),
     };
 
     if let Some(u) = &raw.entities_url {
@@ -623,6 +652,7 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
         entity_cache_entries: l.entity_cache_entries,
         entity_cache_ttl: Duration::from_millis(l.entity_cache_ttl_ms),
         entity_fetch_timeout: Duration::from_millis(l.entity_fetch_timeout_ms),
+        shutdown_grace: Duration::from_millis(l.shutdown_grace_ms),
     };
 
     match (errors.is_empty(), upstream, routes) {

@@ -33,7 +33,9 @@ impl Refusal {
         match self {
             Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::BadPath(_) | Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Refusal::Auth(AuthError::DuplicateHeader) => StatusCode::BAD_REQUEST,
+            Refusal::Auth(AuthError::DuplicateHeader | AuthError::TokenInQueryAndHeader) => {
+                StatusCode::BAD_REQUEST
+            }
             Refusal::Auth(_) => StatusCode::UNAUTHORIZED,
             Refusal::NoRoute | Refusal::Denied(_) => StatusCode::FORBIDDEN,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -59,7 +61,9 @@ impl Refusal {
         match self {
             Refusal::HeadersTooLarge => "Request header fields too large",
             Refusal::BadPath(_) | Refusal::BadRequest(_) => "Bad request",
-            Refusal::Auth(AuthError::DuplicateHeader) => "Bad request",
+            Refusal::Auth(AuthError::DuplicateHeader | AuthError::TokenInQueryAndHeader) => {
+                "Bad request"
+            }
             Refusal::Auth(_) => "Unauthorized",
             Refusal::NoRoute | Refusal::Denied(_) => "Forbidden",
             Refusal::UpstreamUnavailable => "Bad gateway",
@@ -104,7 +108,7 @@ impl Refusal {
             let challenge = match e {
                 AuthError::Missing | AuthError::OtherScheme => Some(r#"Bearer realm="wardgate""#),
                 AuthError::Invalid(_) => Some(r#"Bearer realm="wardgate", error="invalid_token""#),
-                AuthError::DuplicateHeader => None,
+                AuthError::DuplicateHeader | AuthError::TokenInQueryAndHeader => None,
             };
             if let Some(c) = challenge {
                 h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(c));

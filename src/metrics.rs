@@ -30,6 +30,7 @@ struct Inner {
     audit_lost: IntCounter,
     audit_errors: IntCounterVec,
     in_flight: IntGauge,
+    candidate_disagreements: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -143,6 +144,12 @@ impl Metrics {
                 "Audit sink write errors, by sink",
                 &["sink"],
             ),
+            candidate_disagreements: counter_vec(
+                &r,
+                "candidate_disagreements_total",
+                "Requests the candidate policy set decided differently, by action and candidate decision",
+                &["action", "candidate"],
+            ),
             registry: r,
             decision_seconds,
             upstream_seconds,
@@ -179,6 +186,14 @@ impl Metrics {
             .upstream_seconds
             .with_label_values(&[class])
             .observe(seconds);
+    }
+    /// `action` is a route's configured action name, never request input.
+    pub fn candidate_disagreement(&self, action: &str, candidate_allowed: bool) {
+        let c = if candidate_allowed { "allow" } else { "deny" };
+        self.inner
+            .candidate_disagreements
+            .with_label_values(&[action, c])
+            .inc();
     }
     pub fn jwt_failure(&self, reason: &str) {
         self.inner.jwt_failures.with_label_values(&[reason]).inc();

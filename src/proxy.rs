@@ -167,7 +167,11 @@ impl Gateway {
             rec.break_glass_reason = break_glass.clone();
         }
 
-        let principal = match self.auth.authenticate(req.headers()).await {
+        let principal = match self
+            .auth
+            .authenticate(req.headers(), req.uri().query())
+            .await
+        {
             Ok(p) => p,
             Err(e) => return refuse(guard, Refusal::Auth(e)),
         };
@@ -199,6 +203,13 @@ impl Gateway {
             rec.policies = decision.policies.clone();
             rec.errors = decision.errors.clone();
             rec.decision = if decision.allowed() { "allow" } else { "deny" }.into();
+            if let Some(cand) = decision
+                .candidate_allowed
+                .filter(|c| *c != decision.allowed())
+            {
+                rec.candidate_decision = Some(if cand { "allow" } else { "deny" }.into());
+                self.metrics.candidate_disagreement(route.action, cand);
+            }
         }
         if !decision.errors.is_empty() {
             tracing::warn!(decision_id = %decision_id, errors = ?decision.errors, "authorization errors; denied");
@@ -401,14 +412,19 @@ impl Drop for AuditGuard<'_> {
     }
 }
 
-/// Serves the proxy listener until `shutdown` fires; connections are tracked by `graceful`.
+/// Serves the proxy listener until `shutdown` fires, then drains: open connections finish
+/// their in-flight requests within `grace`; any still running after it are cut, which drops
+/// their requests' futures and so writes their audit records. Returns when every connection
+/// task has ended.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: tokio::net::TcpListener,
-    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    grace: std::time::Duration,
 ) {
     let limits = gateway.limits().clone();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -419,6 +435,7 @@ pub async fn serve(
                     continue;
                 }
             },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
@@ -438,12 +455,25 @@ pub async fn serve(
             .max_headers(256);
         let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        conns.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            open = conns.len(),
+            "grace period over; cutting the remaining connections"
+        );
+        conns.abort_all();
+    }
+    while conns.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ pub struct DecisionRecord {
     pub action: Option<String>,
     pub break_glass: bool,
     pub break_glass_reason: Option<String>,
+    /// The candidate policy set's decision, present only when it differs from `decision`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub candidate_decision: Option<String>,
     pub client_ip: String,
     pub decision: String,
     pub decision_id: String,

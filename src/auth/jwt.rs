@@ -11,6 +11,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::jwks::{KeySet, VerifyingKey};
 use super::{AttrValue, Authenticator, Principal};
 
 /// Why a token was refused; [`TokenError::reason`] is the audit reason and metric label.
@@ -82,24 +83,54 @@ impl TokenError {
 /// Header parameters that would let a token name its own key or demand unknown processing.
 const FORBIDDEN_HEADERS: &[&str] = &["crit", "jku", "x5u", "jwk", "x5c"];
 
-/// Verifies a compact JWS and builds the principal. `now` is seconds since the epoch.
-pub(super) async fn verify(
-    auth: &Authenticator,
-    token: &str,
-    now: u64,
-) -> Result<Principal, TokenError> {
+/// A compact JWS split into its parts, its header decoded and checked; nothing verified yet.
+///
+/// This is the token pre-parser: everything wardgate decides about a token before it looks up
+/// a key happens in [`preparse`] (size cap, shape, header rules), so it is a fuzzing surface too.
+#[derive(Debug)]
+pub struct TokenParts<'t> {
+    /// The `alg` header as written (checked against an allow-list later, never trusted).
+    pub alg: String,
+    /// The `kid` header (non-empty).
+    pub kid: String,
+    /// `base64url(header) "." base64url(payload)`: the bytes the signature covers.
+    signing_input: &'t str,
+    payload_b64: &'t str,
+    signature_b64: &'t str,
+}
+
+impl TokenParts<'_> {
+    /// The decoded payload bytes (strict base64url).
+    pub fn payload(&self) -> Result<Vec<u8>, TokenError> {
+        URL_SAFE_NO_PAD
+            .decode(self.payload_b64.as_bytes())
+            .map_err(|_| TokenError::Malformed)
+    }
+
+    /// The payload as a JSON object without duplicate keys.
+    pub fn claims(&self) -> Result<BTreeMap<String, Value>, TokenError> {
+        decode_object(self.payload_b64).map_err(|_| TokenError::BadClaims)
+    }
+}
+
+/// Splits a compact JWS and applies the header rules: at most [`super::MAX_TOKEN_BYTES`],
+/// exactly three parts (a JWE's five and the JSON serialization are refused), a header that is
+/// strict base64url of a JSON object without duplicate keys, no `crit`/`jku`/`x5u`/`jwk`/`x5c`,
+/// `typ` (when present) `JWT` or `at+jwt`, a string `alg` and a non-empty string `kid`.
+pub fn preparse(token: &str) -> Result<TokenParts<'_>, TokenError> {
+    if token.len() > super::MAX_TOKEN_BYTES {
+        return Err(TokenError::TooLong);
+    }
     let mut parts = token.split('.');
     let (Some(h64), Some(p64), Some(s64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
-    if h64.is_empty() || p64.is_empty() || s64.is_empty() {
+    if h64.is_empty() || s64.is_empty() {
         return Err(TokenError::Malformed);
     }
-    let header = decode_object(h64).map_err(|_| TokenError::BadHeader)?;
-    let claims = decode_object(p64).map_err(|_| TokenError::BadClaims)?;
-
+    let mut header = decode_object(h64).map_err(|_| TokenError::BadHeader)?;
     if FORBIDDEN_HEADERS.iter().any(|k| header.contains_key(*k)) {
         return Err(TokenError::ForbiddenHeader);
     }
@@ -108,40 +139,93 @@ pub(super) async fn verify(
         Some(Value::String(t)) if is_jwt_type(t) => {}
         Some(_) => return Err(TokenError::BadType),
     }
-    let Some(Value::String(alg_name)) = header.get("alg") else {
+    let Some(Value::String(alg)) = header.remove("alg") else {
         return Err(TokenError::BadHeader);
     };
-    let kid = match header.get("kid") {
-        Some(Value::String(k)) if !k.is_empty() => k.as_str(),
+    let kid = match header.remove("kid") {
+        Some(Value::String(k)) if !k.is_empty() => k,
         Some(Value::String(_)) | None => return Err(TokenError::MissingKid),
         Some(_) => return Err(TokenError::BadHeader),
     };
+    let signing_input = token
+        .get(..h64.len() + 1 + p64.len())
+        .ok_or(TokenError::Malformed)?;
+    Ok(TokenParts {
+        alg,
+        kid,
+        signing_input,
+        payload_b64: p64,
+        signature_b64: s64,
+    })
+}
 
-    // The issuer decides which algorithms and keys apply.
-    let (issuer_index, issuer) = find_issuer(auth, &claims)?;
-    if !issuer.config().algorithms.iter().any(|a| a == alg_name) {
+/// The token's `alg` as an algorithm this issuer allows.
+fn allowed_algorithm(parts: &TokenParts<'_>, allow: &[String]) -> Result<Algorithm, TokenError> {
+    if !allow.iter().any(|a| *a == parts.alg) {
         return Err(TokenError::AlgorithmNotAllowed);
     }
-    let alg: Algorithm = alg_name
+    parts
+        .alg
         .parse()
-        .map_err(|_| TokenError::AlgorithmNotAllowed)?;
+        .map_err(|_| TokenError::AlgorithmNotAllowed)
+}
 
-    let key = match issuer.key(kid) {
-        Some(k) => k,
-        None => issuer
-            .key_after_refresh(kid)
-            .await
-            .ok_or(TokenError::UnknownKid)?,
-    };
+/// Checks the signature with the key the `kid` selected.
+fn check_signature(
+    parts: &TokenParts<'_>,
+    key: &VerifyingKey,
+    alg: Algorithm,
+) -> Result<(), TokenError> {
     if !key.accepts(alg) {
         return Err(TokenError::AlgorithmNotAllowed);
     }
-    let signed_len = h64.len() + 1 + p64.len();
-    let message = token.get(..signed_len).ok_or(TokenError::Malformed)?;
-    match jsonwebtoken::crypto::verify(s64, message.as_bytes(), key.decoding_key(), alg) {
-        Ok(true) => {}
-        Ok(false) | Err(_) => return Err(TokenError::BadSignature),
+    match jsonwebtoken::crypto::verify(
+        parts.signature_b64,
+        parts.signing_input.as_bytes(),
+        key.decoding_key(),
+        alg,
+    ) {
+        Ok(true) => Ok(()),
+        Ok(false) | Err(_) => Err(TokenError::BadSignature),
     }
+}
+
+/// Verifies a compact JWS against one key set exactly as live traffic is verified — the
+/// header rules, the algorithm allow-list, key selection by `kid`, the key's own constraints and
+/// the signature — and returns the payload bytes. No claim is read: this is the layer the
+/// Wycheproof vectors exercise.
+pub fn verify_jws(
+    keys: &KeySet,
+    algorithms: &[String],
+    token: &str,
+) -> Result<Vec<u8>, TokenError> {
+    let parts = preparse(token)?;
+    let alg = allowed_algorithm(&parts, algorithms)?;
+    let key = keys.get(&parts.kid).ok_or(TokenError::UnknownKid)?;
+    check_signature(&parts, &key, alg)?;
+    parts.payload()
+}
+
+/// Verifies a compact JWS and builds the principal. `now` is seconds since the epoch.
+pub(super) async fn verify(
+    auth: &Authenticator,
+    token: &str,
+    now: u64,
+) -> Result<Principal, TokenError> {
+    let parts = preparse(token)?;
+    let claims = parts.claims()?;
+
+    // The issuer decides which algorithms and keys apply.
+    let (issuer_index, issuer) = find_issuer(auth, &claims)?;
+    let alg = allowed_algorithm(&parts, &issuer.config().algorithms)?;
+    let key = match issuer.key(&parts.kid) {
+        Some(k) => k,
+        None => issuer
+            .key_after_refresh(&parts.kid)
+            .await
+            .ok_or(TokenError::UnknownKid)?,
+    };
+    check_signature(&parts, &key, alg)?;
 
     // Time and audience, only after the signature holds.
     let leeway = auth.leeway;
@@ -160,7 +244,7 @@ pub(super) async fn verify(
         }
     }
     check_audience(&claims, &issuer.config().audiences)?;
-    build_principal(auth, &claims, issuer_index, kid, exp)
+    build_principal(auth, &claims, issuer_index, &parts.kid, exp)
 }
 
 /// `wardgate test`: the claims of a test case, signature, time and audience unchecked.

@@ -60,6 +60,10 @@ pub enum AuthError {
     OtherScheme,
     #[error("more than one Authorization header")]
     DuplicateHeader,
+    /// RFC 6750 §2: a client uses one method to send its token; wardgate reads only the header,
+    /// so a token in the query next to one in the header is refused rather than ignored.
+    #[error("bearer token in both the Authorization header and the query")]
+    TokenInQueryAndHeader,
     #[error("invalid token: {0}")]
     Invalid(#[from] TokenError),
 }
@@ -71,6 +75,7 @@ impl AuthError {
             AuthError::Missing => "missing_token",
             AuthError::OtherScheme => "missing_token: scheme",
             AuthError::DuplicateHeader => "bad_request: duplicate_authorization",
+            AuthError::TokenInQueryAndHeader => "bad_request: token_in_query",
             AuthError::Invalid(e) => e.reason(),
         }
     }
@@ -146,8 +151,16 @@ impl Authenticator {
         &self.issuers
     }
 
-    /// Authenticates a request from its headers.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthError> {
+    /// Authenticates a request from its headers. A token in the query (`access_token`, RFC 6750
+    /// §2.3) never authenticates: alone it counts as no token, next to a header it is a 400.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Arc<Principal>, AuthError> {
+        if query.is_some_and(has_query_token) && headers.contains_key(AUTHORIZATION) {
+            return Err(AuthError::TokenInQueryAndHeader);
+        }
         let token = bearer_token(headers)?;
         let result = self.verify(token).await;
         if let Err(e) = &result {
@@ -187,6 +200,40 @@ impl Authenticator {
     ) -> Result<Principal, TokenError> {
         jwt::principal_from_unsigned_claims(self, claims)
     }
+}
+
+/// The query names an `access_token` parameter (name percent-decoded, ASCII case ignored, `&`
+/// or `;` separated: what lenient backends would read).
+fn has_query_token(query: &str) -> bool {
+    query.split(['&', ';']).any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        let name = percent_decode_lossy(name);
+        name.eq_ignore_ascii_case("access_token")
+    })
+}
+
+fn percent_decode_lossy(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = |j: usize| b.get(j).and_then(|c| (*c as char).to_digit(16));
+        match (c, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(0));
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Extracts the token from exactly one `Authorization: Bearer` header.
@@ -239,5 +286,21 @@ mod tests {
             bearer_token(&headers(&["Bearer "])),
             Err(AuthError::Invalid(TokenError::Malformed))
         );
+    }
+
+    #[test]
+    fn query_tokens_are_found_however_spelled() {
+        for q in [
+            "access_token=x",
+            "a=1&access_token=x",
+            "a=1;ACCESS_TOKEN=x",
+            "access%5Ftoken=x",
+            "access_token",
+        ] {
+            assert!(has_query_token(q), "{q}");
+        }
+        for q in ["", "token=x", "x=access_token", "access_tokens=1"] {
+            assert!(!has_query_token(q), "{q}");
+        }
     }
 }

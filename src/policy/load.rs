@@ -13,7 +13,7 @@ use cedar_policy::{
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 
-use super::PolicySnapshot;
+use super::{Candidate, PolicySnapshot};
 use crate::config::PolicyFiles;
 use crate::routes::RouteTable;
 
@@ -57,9 +57,23 @@ struct Source {
     text: String,
 }
 
-/// Loads and strictly validates the policy set named by `files`; also checks that every
-/// route's action and resource type exist in the schema.
+/// Loads and strictly validates the policy set named by `files`, and its candidate set when
+/// `candidate_dir` is set (same schema and entities; an invalid candidate fails the load too).
+/// Also checks that every route's action and resource type exist in the schema.
 pub fn load(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadError> {
+    let mut loaded = load_set(files, routes)?;
+    if let Some(cfiles) = files.candidate() {
+        let cand = load_set(&cfiles, routes)?;
+        loaded.warnings.extend(cand.warnings);
+        loaded.snapshot.candidate = Some(Candidate {
+            policies: cand.snapshot.policies,
+            version: cand.snapshot.version,
+        });
+    }
+    Ok(loaded)
+}
+
+fn load_set(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadError> {
     let mut findings = Vec::new();
     let mut hasher = Sha256::new();
 
@@ -82,19 +96,14 @@ pub fn load(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
     };
 
     // Policies, one file at a time so that spans stay relative to their file.
-    let mut paths = match std::fs::read_dir(&files.dir) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "cedar") && p.is_file())
-            .collect::<Vec<_>>(),
+    let paths = match cedar_files(&files.dir) {
+        Ok(p) => p,
         Err(e) => {
             return Err(LoadError {
                 findings: vec![plain(&files.dir, format!("cannot read folder: {e}"))],
             })
         }
     };
-    paths.sort();
     if paths.is_empty() {
         findings.push(plain(
             &files.dir,
@@ -275,9 +284,21 @@ pub fn load(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
             user_type,
             role_type,
             policy_count,
+            candidate: None,
         },
         warnings,
     })
+}
+
+/// The `*.cedar` files of a folder (not recursive), sorted.
+pub(crate) fn cedar_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar") && p.is_file())
+        .collect();
+    paths.sort();
+    Ok(paths)
 }
 
 /// A Cedar string literal for an id (`"…"` with escapes).

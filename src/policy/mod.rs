@@ -39,6 +39,14 @@ pub struct PolicySnapshot {
     pub(crate) user_type: EntityTypeName,
     pub(crate) role_type: EntityTypeName,
     pub policy_count: usize,
+    /// The candidate set (`policies.candidate_dir`), decided beside this one, never enforced.
+    pub candidate: Option<Candidate>,
+}
+
+/// A policy set under trial: evaluated on live traffic with the same request and entities.
+pub struct Candidate {
+    pub(crate) policies: PolicySet,
+    pub version: String,
 }
 
 /// What the request looked like, for the context record.
@@ -87,6 +95,9 @@ pub struct Decision {
     pub policies: Vec<String>,
     /// Evaluation and validation errors, for the audit record and logs (never the client).
     pub errors: Vec<String>,
+    /// What the candidate set decided (`Some(true)` allow), when there is one and the request
+    /// reached evaluation.
+    pub candidate_allowed: Option<bool>,
 }
 
 impl Decision {
@@ -217,6 +228,7 @@ impl PolicyEngine {
                 .map_or_else(|| route.resource_id.clone(), ToString::to_string),
             policies: Vec::new(),
             errors: Vec::new(),
+            candidate_allowed: None,
         };
         let (Some(action_uid), Some(resource_uid)) = (action_uid, resource_uid) else {
             decision
@@ -296,6 +308,15 @@ impl PolicyEngine {
         } else {
             Some(DenyReason::Policy)
         };
+        if let Some(cand) = &snap.candidate {
+            // Same request, same entities; errors deny here too.
+            let r = self
+                .authorizer
+                .is_authorized(&request, &cand.policies, &entities);
+            let allowed = r.decision() == cedar_policy::Decision::Allow
+                && r.diagnostics().errors().next().is_none();
+            decision.candidate_allowed = Some(allowed);
+        }
         decision
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::load::cedar_files;
 use crate::config::PolicyFiles;
 use crate::proxy::Gateway;
 
@@ -35,15 +36,10 @@ fn stamp(p: &Path) -> Option<Stamp> {
 }
 
 pub fn fingerprint(files: &PolicyFiles) -> Fingerprint {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&files.dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
-                .collect()
-        })
-        .unwrap_or_default();
-    paths.sort();
+    let mut paths = cedar_files(&files.dir).unwrap_or_default();
+    if let Some(c) = &files.candidate_dir {
+        paths.extend(cedar_files(c).unwrap_or_default());
+    }
     paths.push(files.schema.clone());
     paths.extend(files.entities.iter().cloned());
     Fingerprint(
