@@ -116,6 +116,7 @@ impl Gateway {
         let started = Instant::now();
         let decision_id = uuid::Uuid::now_v7().to_string();
         let mut guard = AuditGuard {
+            draining: &self.draining,
             auditor: &self.auditor,
             metrics: &self.metrics,
             started,
@@ -374,6 +375,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// Holds the request's audit record and writes it exactly once: when the request finishes,
 /// or, if the client goes away first, when the request's future is dropped.
 struct AuditGuard<'a> {
+    draining: &'a AtomicBool,
     auditor: &'a Auditor,
     metrics: &'a Metrics,
     started: Instant,
@@ -405,8 +407,12 @@ impl AuditGuard<'_> {
 
 impl Drop for AuditGuard<'_> {
     fn drop(&mut self) {
-        if self.record.is_some() {
+        if let Some(rec) = self.record.as_mut() {
             self.metrics.in_flight().dec();
+            if self.draining.load(Ordering::Acquire) {
+                // Cut at the end of the shutdown grace period, not by the client.
+                rec.reason = Some("shutdown".into());
+            }
         }
         self.write();
     }

@@ -19,6 +19,7 @@ mod audit;
 mod auth;
 mod cli;
 mod jwks;
+mod operations;
 mod policy;
 mod proxy;
 mod reload;

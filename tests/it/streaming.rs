@@ -1,97 +1,17 @@
 //! Bodies stream through: the real binary (`wardgate run`) forwards a 10 MB chunked upload
 //! without holding it in memory, and the backend gets every byte.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::support::process::spawn_wardgate;
 use crate::support::raw::read_response;
 use crate::support::*;
-
-/// The child process, killed if the test ends early.
-struct Wardgate {
-    child: Option<Child>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Wardgate {
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Wardgate {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn parse_addr(line: &str, after: &str) -> Option<SocketAddr> {
-    let at = line.find(after)? + after.len();
-    let addr: String = line[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
-        .collect();
-    addr.parse().ok()
-}
-
-/// Starts `wardgate run --config FILE` and waits for its ready line.
-fn spawn(config: &std::path::Path) -> (Wardgate, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wardgate"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wardgate run");
-    let stderr = child.stderr.take().expect("stderr pipe");
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
-            if line.contains("wardgate ready") {
-                let proxy = parse_addr(&line, "proxy http://");
-                let admin = parse_addr(&line, "admin http://");
-                if let (Some(p), Some(a), Some(tx)) = (proxy, admin, tx.take()) {
-                    let _ = tx.send((p, a));
-                }
-            }
-        }
-    });
-    let w = Wardgate {
-        child: Some(child),
-        stderr: log,
-    };
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok((proxy, admin)) => (w, proxy, admin),
-        Err(_) => panic!(
-            "no `wardgate ready: proxy http://… admin http://…` line in 30 s; stderr:\n{}",
-            w.log()
-        ),
-    }
-}
 
 /// VmHWM (peak resident set) of `pid`, in KiB.
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -154,7 +74,7 @@ async fn upload(proxy: SocketAddr, token: &str, total: usize) -> (u16, String) {
 async fn a_10_mb_upload_streams_through_the_binary_without_being_buffered() {
     const TEN_MB: usize = 10 * 1024 * 1024;
     let p = fixture().prepare().await;
-    let (mut wardgate, proxy, admin) = spawn(&p.config_path);
+    let (mut wardgate, proxy, admin) = spawn_wardgate(&p.config_path);
     let client = fixture::client();
     let ready = eventually(Duration::from_secs(10), || async {
         matches!(client.get(format!("http://{admin}/readyz")).send().await, Ok(r) if r.status() == 200)

@@ -262,6 +262,11 @@ impl Fixture {
         read_audit(&self.prepared.audit_path)
     }
 
+    /// Takes the running wardgate out, to shut it down by hand while requests are in flight.
+    pub fn take_running(&mut self) -> wardgate::app::Running {
+        self.running.take().expect("wardgate is running")
+    }
+
     /// Shuts wardgate down (flushing the audit sinks) and returns every audit record.
     pub async fn finish(mut self) -> (Vec<Value>, Prepared) {
         if let Some(r) = self.running.take() {

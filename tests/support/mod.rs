@@ -5,6 +5,7 @@
 
 pub mod fixture;
 pub mod keys;
+pub mod process;
 pub mod raw;
 pub mod servers;
 
