@@ -4,9 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Nothing beyond the Rust toolchain is needed yet; later test suites install their programs here.
+# Programs the integration tests drive (installed only when missing):
+# rsyslog and its OpenSSL stream driver for the audit trail's syslog sink (plain TCP and TLS).
+if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ] \
+    || ! dpkg -s rsyslog-openssl >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+    pkgs="rsyslog rsyslog-openssl"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs \
+        || { $SUDO apt-get update \
+            && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs; }
+fi
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
 # The security team's policy tests, as they run them.
 cargo run --locked --quiet -- test --config examples/wardgate.yaml
+# The Helm chart (helm/wardgate): lint, render, Kubernetes schemas, checkov, assertions.
+bash scripts/test-helm.sh

@@ -63,7 +63,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let proxy_addr = proxy.local_addr()?;
     let admin_addr = admin.local_addr()?;
 
-    let gateway = Arc::new(Gateway::new(&config, auth, engine, auditor, metrics));
+    let gateway = Arc::new(Gateway::new(&config, auth, engine, auditor, metrics)?);
+    let cert = match &config.tls {
+        Some(t) => Some(crate::tls::ReloadingCert::load(&t.cert_file, &t.key_file)?),
+        None => None,
+    };
+    let acceptor = cert
+        .clone()
+        .map(|c| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(c)));
     let grace = config.limits.shutdown_grace;
     let (stop_proxy, proxy_stopped) = watch::channel(false);
     let (stop_rest, rest_stopped) = watch::channel(false);
@@ -72,8 +79,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         proxy,
         proxy_stopped,
         grace,
+        acceptor,
     ));
-    let other_tasks = vec![
+    let mut other_tasks = vec![
         tokio::spawn(crate::admin::serve(
             gateway.clone(),
             admin,
@@ -83,9 +91,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             gateway.clone(),
             config.policies.clone(),
             fingerprint,
-            rest_stopped,
+            rest_stopped.clone(),
         )),
     ];
+    if let Some(cert) = cert {
+        other_tasks.push(tokio::spawn(cert.watch(rest_stopped)));
+    }
     Ok(Running {
         proxy_addr,
         admin_addr,
@@ -109,7 +120,9 @@ impl Running {
         if self.proxy_task.await.is_err() {
             tracing::error!("proxy listener task failed during shutdown");
         }
-        self.gateway.auditor.flush().await;
+        // Every record durable; spooled sinks deliver what they can within
+        // `audit.drain_timeout_ms` (the rest waits in their spools for the next start).
+        self.gateway.auditor.shutdown().await;
         let _ = self.stop_rest.send(true);
         for t in self.other_tasks {
             let _ = t.await;

@@ -77,12 +77,14 @@ struct RawConfig {
     trusted_proxies: Vec<String>,
     #[serde(default)]
     tls: Option<RawTls>,
+    #[serde(default)]
+    upstream_tls: Option<RawUpstreamTls>,
     jwt: RawJwt,
     policies: RawPolicies,
     #[serde(default)]
     entities_url: Option<String>,
     routes: Vec<crate::routes::RawRoute>,
-    audit: RawAudit,
+    audit: crate::audit::config::RawAudit,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -93,13 +95,20 @@ fn default_admin_listen() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "parsed so the key is known; the HTTPS listener is refused until it exists"
-)]
 struct RawTls {
     cert_file: PathBuf,
     key_file: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamTls {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,19 +165,6 @@ struct RawPolicies {
 
 fn default_namespace() -> String {
     "Clinic".to_owned()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAudit {
-    sinks: Vec<RawSink>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum RawSink {
-    File { path: PathBuf },
-    Stdout {},
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +269,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub upstream: Upstream,
+    /// Trust and client certificate for an `https` upstream.
+    pub upstream_tls: crate::tls::UpstreamTls,
+    /// HTTPS on `listen`: certificate chain and key files (PEM).
+    pub tls: Option<TlsFiles>,
     pub mode: Mode,
     pub trusted_proxies: Vec<IpNet>,
     pub jwt: JwtConfig,
@@ -281,6 +281,13 @@ pub struct Config {
     pub routes: RouteTable,
     pub audit: AuditConfig,
     pub limits: Limits,
+}
+
+/// The listener's certificate chain and private key (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// The records backend.
@@ -337,16 +344,11 @@ impl PolicyFiles {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    pub sinks: Vec<SinkConfig>,
-}
-
-#[derive(Debug, Clone)]
-pub enum SinkConfig {
-    File { path: PathBuf },
-    Stdout,
-}
+// The `audit:` section is raw-parsed and checked in its own module.
+pub use crate::audit::config::{
+    AuditConfig, FileSinkConfig, Fsync, HttpSinkConfig, Retry, SinkConfig, SpoolConfig,
+    SyslogSinkConfig, SyslogTls,
+};
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -416,21 +418,21 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
 
     let upstream = match raw.upstream.parse::<http::Uri>() {
         Ok(uri) => match (uri.scheme(), uri.authority(), uri.path()) {
-            (Some(s), Some(a), "/" | "") if s == &http::uri::Scheme::HTTP => Some(Upstream {
-                scheme: s.clone(),
-                authority: a.clone(),
-            }),
-            (Some(s), Some(_), _) if s == &http::uri::Scheme::HTTPS => {
-                errors.push(invalid(
-                    "upstream",
-                    "https upstreams are not supported yet; use http on loopback",
-                ));
-                None
+            (Some(s), Some(a), "/" | "")
+                if s == &http::uri::Scheme::HTTP || s == &http::uri::Scheme::HTTPS =>
+            {
+                Some(Upstream {
+                    scheme: s.clone(),
+                    authority: a.clone(),
+                })
             }
             _ => {
                 errors.push(invalid(
                     "upstream",
-                    format!("`{}` must be `http://host:port` with no path", raw.upstream),
+                    format!(
+                        "`{}` must be `http(s)://host:port` with no path",
+                        raw.upstream
+                    ),
                 ));
                 None
             }
@@ -458,11 +460,32 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
         }
     }
 
-    if raw.tls.is_some() {
-        errors.push(invalid(
-            "tls",
-            "HTTPS on `listen` is not supported yet; terminate TLS in front of the pod",
-        ));
+    let tls = raw.tls.map(|t| TlsFiles {
+        cert_file: resolve(base, &t.cert_file),
+        key_file: resolve(base, &t.key_file),
+    });
+    let upstream_https = upstream
+        .as_ref()
+        .is_some_and(|u| u.scheme == http::uri::Scheme::HTTPS);
+    let mut upstream_tls = crate::tls::UpstreamTls::default();
+    if let Some(ut) = raw.upstream_tls {
+        if !upstream_https {
+            errors.push(invalid(
+                "upstream_tls",
+                "applies only to an `https://` upstream",
+            ));
+        }
+        upstream_tls.ca_file = ut.ca_file.as_deref().map(|p| resolve(base, p));
+        match (ut.cert_file, ut.key_file) {
+            (Some(c), Some(k)) => {
+                upstream_tls.client_cert = Some((resolve(base, &c), resolve(base, &k)))
+            }
+            (None, None) => {}
+            _ => errors.push(invalid(
+                "upstream_tls.cert_file",
+                "a client certificate needs both `cert_file` and `key_file`",
+            )),
+        }
     }
 
     // jwt
@@ -600,23 +623,7 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
         }
     };
 
-    if raw.audit.sinks.is_empty() {
-        errors.push(invalid(
-            "audit.sinks",
-            "at least one sink is required: every decision must be recorded",
-        ));
-    }
-    let sinks = raw
-        .audit
-        .sinks
-        .into_iter()
-        .map(|s| match s {
-            RawSink::File { path } => SinkConfig::File {
-                path: resolve(base, &path),
-            },
-            RawSink::Stdout {} => SinkConfig::Stdout,
-        })
-        .collect();
+    let audit = crate::audit::config::check(raw.audit, base, &mut errors);
 
     let l = raw.limits;
     if l.max_header_bytes < 1024 || l.max_header_bytes > 1024 * 1024 {
@@ -661,6 +668,8 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
             listen,
             admin_listen,
             upstream,
+            upstream_tls,
+            tls,
             mode: raw.mode,
             trusted_proxies,
             jwt: JwtConfig {
@@ -672,7 +681,7 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
             policies,
             entities_url: raw.entities_url,
             routes,
-            audit: AuditConfig { sinks },
+            audit,
             limits,
         }),
         _ => Err(errors),

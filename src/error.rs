@@ -26,6 +26,9 @@ pub enum Refusal {
     Denied(DenyReason),
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// The audit trail cannot make the request's record durable (spool full or unwritable,
+    /// queue full): refused rather than passed unaudited.
+    AuditUnavailable,
 }
 
 impl Refusal {
@@ -40,6 +43,7 @@ impl Refusal {
             Refusal::NoRoute | Refusal::Denied(_) => StatusCode::FORBIDDEN,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -54,6 +58,7 @@ impl Refusal {
             Refusal::Denied(r) => r.as_str(),
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -68,6 +73,7 @@ impl Refusal {
             Refusal::NoRoute | Refusal::Denied(_) => "Forbidden",
             Refusal::UpstreamUnavailable => "Bad gateway",
             Refusal::UpstreamTimeout => "Gateway timeout",
+            Refusal::AuditUnavailable => "Service unavailable",
         }
     }
 
@@ -104,6 +110,9 @@ impl Refusal {
             http::header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         );
+        if *self == Refusal::AuditUnavailable {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let Refusal::Auth(e) = self {
             let challenge = match e {
                 AuthError::Missing | AuthError::OtherScheme => Some(r#"Bearer realm="wardgate""#),
@@ -155,6 +164,7 @@ mod tests {
         assert_eq!(parts(&Refusal::Denied(DenyReason::Policy)).0, 403);
         assert_eq!(parts(&Refusal::UpstreamUnavailable).0, 502);
         assert_eq!(parts(&Refusal::UpstreamTimeout).0, 504);
+        assert_eq!(parts(&Refusal::AuditUnavailable).0, 503);
         assert_eq!(parts(&Refusal::HeadersTooLarge).0, 431);
     }
 

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod proxy;
 pub mod routes;
 pub mod tester;
+pub mod tls;
 
 /// Selects rustls' ring provider for every TLS client in the process (idempotent).
 pub fn install_crypto_provider() {

@@ -29,6 +29,8 @@ struct Inner {
     audit_queue_depth: IntGauge,
     audit_lost: IntCounter,
     audit_errors: IntCounterVec,
+    audit_spool_bytes: IntGaugeVec,
+    audit_blocked: IntGauge,
     in_flight: IntGauge,
     candidate_disagreements: IntCounterVec,
 }
@@ -87,7 +89,23 @@ impl Metrics {
             let _ = r.register(Box::new(g.clone()));
             g
         };
-        let audit_queue_depth = gauge("audit_queue_depth", "Audit records waiting for the sinks");
+        let audit_queue_depth = gauge(
+            "audit_queue_depth",
+            "Audit records queued or waiting for a sink to take them",
+        );
+        let audit_blocked = gauge(
+            "audit_backpressure",
+            "1 while a sink cannot make records durable (requests get 503), else 0",
+        );
+        let audit_spool_bytes = IntGaugeVec::new(
+            Opts::new(
+                "audit_spool_bytes",
+                "Undelivered bytes in the disk spools, by sink",
+            ),
+            &["sink"],
+        )
+        .unwrap_or_else(|_| unreachable_metric("audit_spool_bytes"));
+        let _ = r.register(Box::new(audit_spool_bytes.clone()));
         let in_flight = gauge("requests_in_flight", "Requests being handled");
         let audit_lost = IntCounter::new(
             "audit_records_lost_total",
@@ -156,6 +174,8 @@ impl Metrics {
             policy_info,
             audit_queue_depth,
             audit_lost,
+            audit_spool_bytes,
+            audit_blocked,
             in_flight,
         };
         Self {
@@ -230,6 +250,12 @@ impl Metrics {
     }
     pub fn audit_queue(&self) -> &IntGauge {
         &self.inner.audit_queue_depth
+    }
+    pub fn audit_spool_bytes(&self, sink: &str) -> IntGauge {
+        self.inner.audit_spool_bytes.with_label_values(&[sink])
+    }
+    pub fn audit_blocked(&self, blocked: bool) {
+        self.inner.audit_blocked.set(i64::from(blocked));
     }
     pub fn in_flight(&self) -> &IntGauge {
         &self.inner.in_flight

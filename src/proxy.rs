@@ -23,6 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 
+use crate::audit::queue::Slot;
 use crate::audit::{now_rfc3339, Auditor, DecisionRecord};
 use crate::auth::Authenticator;
 use crate::config::{Config, Limits, Mode, Upstream};
@@ -35,6 +36,80 @@ use crate::routes::{check_target, RouteTable};
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 const X_BREAK_GLASS: &str = "x-break-glass";
+/// More header fields than this is a 431 (hyper's own cap, far above, is the backstop).
+const MAX_HEADER_FIELDS: usize = 100;
+/// Headers a backend or a framework in front of it may read as the caller's identity. The only
+/// identity wardgate vouches for is its own `X-Wardgate-*`; these never reach the upstream,
+/// whoever sends them (oauth2-proxy, Apache, nginx `auth_request`, Kong, AWS ALB, IAP, App
+/// Service, Traefik forward-auth conventions).
+const IDENTITY_HEADERS: &[&str] = &[
+    "remote-user",
+    "x-access-token",
+    "x-auth-user",
+    "x-authenticated-groups",
+    "x-authenticated-user",
+    "x-authenticated-userid",
+    "x-client-cert",
+    "x-email",
+    "x-forwarded-access-token",
+    "x-forwarded-client-cert",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-user",
+    "x-groups",
+    "x-id-token",
+    "x-jwt-assertion",
+    "x-principal",
+    "x-remote-email",
+    "x-remote-group",
+    "x-remote-groups",
+    "x-remote-user",
+    "x-roles",
+    "x-user",
+    "x-user-email",
+    "x-user-id",
+    "x-userinfo",
+    "x-username",
+    "x-webauth-user",
+];
+/// Name prefixes of the same family (and wardgate's own, which it sets itself).
+const IDENTITY_PREFIXES: &[&str] = &[
+    "x-wardgate-",
+    "x-auth-request-",
+    "x-amzn-oidc-",
+    "x-goog-authenticated-user-",
+    "x-goog-iap-",
+    "x-ms-client-principal",
+    "x-consumer-",
+    "x-ssl-client-",
+    "ssl-client-",
+];
+/// What a proxy says about the client (address, scheme, host, prefix): kept only from a peer in
+/// `trusted_proxies`, dropped from anyone else. `X-Forwarded-For` is rewritten separately.
+const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+];
+/// Headers that ask a framework to act on another method or URL than the one authorized
+/// (Symfony/Zend `X-Original-URL`/`X-Rewrite-URL`, Rails/Express/ASP.NET method overrides): a
+/// client that sends one wants something other than what wardgate would decide on, so the
+/// request is refused (400) rather than forwarded without it.
+const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-override-url",
+];
 const MAX_BREAK_GLASS_REASON: usize = 1024;
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -46,6 +121,8 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    // RFC 9113 §3.2.1: connection-specific, meaningless beyond this hop.
+    "http2-settings",
 ];
 
 /// Everything a request needs, shared by all connections.
@@ -59,7 +136,7 @@ pub struct Gateway {
     upstream: Upstream,
     trusted_proxies: Vec<IpNet>,
     limits: Limits,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>,
     draining: AtomicBool,
 }
 
@@ -70,15 +147,30 @@ impl Gateway {
         engine: PolicyEngine,
         auditor: Auditor,
         metrics: Metrics,
-    ) -> Self {
+    ) -> Result<Self, crate::tls::TlsError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.limits.upstream_connect_timeout));
         connector.set_nodelay(true);
+        // `https` (with the CA and client certificate configured) when the upstream says so;
+        // an `http` upstream never sees TLS and needs no roots.
+        connector.enforce_http(false);
+        let tls = if config.upstream.scheme == http::uri::Scheme::HTTPS {
+            crate::tls::client_config(&config.upstream_tls)?
+        } else {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.limits.upstream_idle_timeout)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Self {
+        Ok(Self {
             auth,
             engine,
             auditor,
@@ -90,7 +182,7 @@ impl Gateway {
             limits: config.limits.clone(),
             client,
             draining: AtomicBool::new(false),
-        }
+        })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -117,6 +209,8 @@ impl Gateway {
         let decision_id = uuid::Uuid::now_v7().to_string();
         let mut guard = AuditGuard {
             draining: &self.draining,
+            // The record's place in the audit queue, reserved before anything else happens.
+            slot: self.auditor.admit().ok(),
             auditor: &self.auditor,
             metrics: &self.metrics,
             started,
@@ -152,8 +246,24 @@ impl Gateway {
             resp
         };
 
-        if header_bytes(req.headers()) > self.limits.max_header_bytes {
+        if guard.slot.is_none() {
+            // The audit trail cannot make this request's record durable: refuse it rather
+            // than let it through unaudited. The refusal itself is recorded.
+            let auditor = guard.auditor;
+            guard.slot = Some(auditor.admit_refusal().await);
+            return refuse(guard, Refusal::AuditUnavailable);
+        }
+        if header_bytes(req.headers()) > self.limits.max_header_bytes
+            || req.headers().len() > MAX_HEADER_FIELDS
+        {
             return refuse(guard, Refusal::HeadersTooLarge);
+        }
+        if let Err(code) = head_rules(&req) {
+            // The body, if any, is not read: the connection cannot carry another request.
+            let mut resp = refuse(guard, Refusal::BadRequest(code));
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return resp;
         }
         let path = match check_target(req.uri()) {
             Ok(p) => p.to_owned(),
@@ -266,6 +376,32 @@ impl Gateway {
         resp
     }
 
+    /// A message hyper refused before it became a request (bad framing, bad header syntax, a
+    /// head over hyper's hard cap) was answered 400 or 431 by hyper; it still gets its one
+    /// audit record. An HTTP/2 preface, a timeout or a hang-up got no answer and is not a request.
+    fn audit_unparsed(&self, e: &hyper::Error, peer: SocketAddr) {
+        if !e.is_parse() || e.is_parse_version_h2() {
+            return;
+        }
+        let (status, reason) = if e.is_parse_too_large() {
+            (431, "headers_too_large")
+        } else {
+            (400, "bad_request: unparseable")
+        };
+        let rec = DecisionRecord {
+            time: now_rfc3339(),
+            decision_id: uuid::Uuid::now_v7().to_string(),
+            decision: "deny".into(),
+            mode: self.mode.as_str().into(),
+            client_ip: peer.ip().to_string(),
+            status,
+            reason: Some(reason.into()),
+            ..DecisionRecord::default()
+        };
+        self.metrics.request("deny", reason);
+        self.auditor.record(None, rec);
+    }
+
     /// Rewrites the request for the upstream: same method, path and query, body streamed;
     /// hop-by-hop and client-sent `X-Wardgate-*` headers removed; identity headers set.
     fn upstream_request(
@@ -286,14 +422,8 @@ impl Gateway {
         }
         let h = &mut parts.headers;
         strip_hop_by_hop(h);
-        let ours: Vec<HeaderName> = h
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-wardgate-"))
-            .cloned()
-            .collect();
-        for k in ours {
-            h.remove(k);
-        }
+        let trusted = self.trusted_proxies.iter().any(|n| n.contains(&client_ip));
+        strip_identity(h, trusted);
         // The token rules keep control characters out of both; UTF-8 goes through as is.
         if let Ok(v) = HeaderValue::from_bytes(subject.as_bytes()) {
             h.insert("x-wardgate-subject", v);
@@ -304,7 +434,6 @@ impl Gateway {
         if let Ok(v) = HeaderValue::from_str(decision_id) {
             h.insert("x-wardgate-decision-id", v);
         }
-        let trusted = self.trusted_proxies.iter().any(|n| n.contains(&client_ip));
         let forwarded = if trusted {
             let prior: Vec<&str> = h
                 .get_all("x-forwarded-for")
@@ -328,6 +457,69 @@ impl Gateway {
 
 fn started_secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
+}
+
+/// Request-head rules beyond hyper's parser: exactly one `Host` for HTTP/1.1 (RFC 9112 §3.2),
+/// no method or URL override header, `Transfer-Encoding` only as one plain `chunked`, no body
+/// on GET or HEAD.
+fn head_rules<B>(req: &Request<B>) -> Result<(), &'static str> {
+    let hosts = req.headers().get_all(http::header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version() == http::Version::HTTP_11) {
+        return Err("bad_request: host");
+    }
+    if OVERRIDE_HEADERS
+        .iter()
+        .any(|n| req.headers().contains_key(*n))
+    {
+        return Err("bad_request: override_header");
+    }
+    // hyper reads any coding list that ends in `chunked`; anything but one plain `chunked` is
+    // an obfuscation attempt (RFC 9112 §6.1: chunked is never applied twice).
+    let mut codings = req
+        .headers()
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter();
+    if let Some(first) = codings.next() {
+        let plain = first
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        if !plain || codings.next().is_some() {
+            return Err("bad_request: transfer_encoding");
+        }
+    }
+    // A GET or HEAD body has no meaning, and a backend that ignores its framing would read it
+    // as the next request.
+    if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+        let has_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        if has_body {
+            return Err("bad_request: body_not_allowed");
+        }
+    }
+    Ok(())
+}
+
+/// Removes every client-sent identity header (and, from an untrusted peer, what it claims
+/// about forwarding) before wardgate sets its own.
+fn strip_identity(h: &mut HeaderMap, trusted: bool) {
+    let gone: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            IDENTITY_HEADERS.contains(&k)
+                || IDENTITY_PREFIXES.iter().any(|p| k.starts_with(p))
+                || (!trusted
+                    && (FORWARDING_HEADERS.contains(&k)
+                        || (k.starts_with("x-forwarded-") && k != "x-forwarded-for")))
+        })
+        .cloned()
+        .collect();
+    for k in gone {
+        h.remove(k);
+    }
 }
 
 /// The size of the header block as sent: names, values, `: ` and CRLF per field.
@@ -376,6 +568,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// or, if the client goes away first, when the request's future is dropped.
 struct AuditGuard<'a> {
     draining: &'a AtomicBool,
+    slot: Option<Slot<'a>>,
     auditor: &'a Auditor,
     metrics: &'a Metrics,
     started: Instant,
@@ -400,7 +593,7 @@ impl AuditGuard<'_> {
             rec.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.metrics
                 .request(&rec.decision, rec.reason.as_deref().unwrap_or("allow"));
-            self.auditor.record(rec);
+            self.auditor.record(self.slot.take(), rec);
         }
     }
 }
@@ -427,6 +620,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     grace: std::time::Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let limits = gateway.limits().clone();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -458,12 +652,45 @@ pub async fn serve(
             // larger so that an oversized block reaches ours instead of being cut off unaudited.
             // The header read timeout also runs while a keep-alive connection sits idle.
             .max_header_size((limits.max_header_bytes * 4).max(64 * 1024))
-            .max_headers(256);
-        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+            // hyper's read buffer (about 400 KB by default) would otherwise cap the head first.
+            .max_buf_size((limits.max_header_bytes * 4).max(64 * 1024))
+            .max_headers(4 * MAX_HEADER_FIELDS);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
+        let gw = gateway.clone();
         conns.spawn(async move {
-            if let Err(e) = conn.await {
+            let result =
+                match tls {
+                    None => {
+                        let conn =
+                            builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                        watcher.watch(conn).await
+                    }
+                    Some(acceptor) => {
+                        // The handshake counts against the header read timeout (slowloris).
+                        let stream =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let conn =
+                            builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                        watcher.watch(conn).await
+                    }
+                };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
+                gw.audit_unparsed(&e, peer);
             }
         });
     }

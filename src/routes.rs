@@ -2,8 +2,13 @@
 //!
 //! The path that is authorized is the path that is forwarded, byte for byte, so nothing here
 //! normalizes: a target that a backend could read differently from wardgate (dot segments,
-//! empty segments, encoded `/` `\` `.` `%` or NUL, `\`, `;` matrix parameters, bad
-//! percent-encoding, anything but origin-form) is refused before matching.
+//! empty segments, encoded `/` `\` `.` `%` `;` or control characters, `\`, `;` matrix
+//! parameters, bad percent-encoding or escapes that are not UTF-8, Unicode look-alikes of
+//! `/` `\` `.` `%` `;` that a normalizing backend would fold, segments that end in `.` or
+//! begin or end in a space, anything but origin-form) is refused before matching.
+//!
+//! Matching compares percent-decoded segments, so `/p%61tients` is `/patients` — as RFC 3986
+//! normalization (and the backend) would read it.
 
 use serde::Deserialize;
 
@@ -86,6 +91,8 @@ pub enum PathError {
     ForbiddenEncoding,
     #[error("path holds bad percent-encoding")]
     BadEncoding,
+    #[error("path segment ends in a dot or begins or ends in a space")]
+    AmbiguousSegment,
 }
 
 impl RouteTable {
@@ -132,7 +139,7 @@ impl RouteTable {
             }
             for (want, got) in route.segments.iter().zip(segs()) {
                 match want {
-                    Segment::Literal(l) if l != got => continue 'routes,
+                    Segment::Literal(l) if !literal_matches(l, got) => continue 'routes,
                     Segment::Param(_) if got.is_empty() => continue 'routes,
                     _ => {}
                 }
@@ -257,8 +264,12 @@ fn check_path(path: &str) -> Result<(), PathError> {
                 let (Some(hi), Some(lo)) = (hi, lo) else {
                     return Err(PathError::BadEncoding);
                 };
-                // `/`, `\`, `.`, `%` (double encoding), `;` and NUL must never hide in an escape.
-                if matches!(hi << 4 | lo, b'/' | b'\\' | b'.' | b'%' | b';' | 0) {
+                // `/`, `\`, `.`, `%` (double encoding), `;` and control characters must never hide
+                // in an escape.
+                if matches!(
+                    hi << 4 | lo,
+                    b'/' | b'\\' | b'.' | b'%' | b';' | 0..=0x1f | 0x7f
+                ) {
                     return Err(PathError::ForbiddenEncoding);
                 }
                 i += 3;
@@ -274,8 +285,48 @@ fn check_path(path: &str) -> Result<(), PathError> {
             "." | ".." => return Err(PathError::DotSegment),
             _ => {}
         }
+        let decoded = decode_segment(seg).ok_or(PathError::BadEncoding)?;
+        if decoded.chars().any(is_lookalike) {
+            return Err(PathError::ForbiddenEncoding);
+        }
+        if decoded.ends_with('.') || decoded.starts_with(' ') || decoded.ends_with(' ') {
+            return Err(PathError::AmbiguousSegment);
+        }
     }
     Ok(())
+}
+
+/// Characters that Unicode compatibility normalization (NFKC) or a "best fit" code page folds
+/// into `.`, `/`, `\`, `%` or `;`: a backend that normalizes would see a separator or an escape
+/// where wardgate saw a plain character.
+fn is_lookalike(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2024}' // one dot leader → .
+            | '\u{2025}' // two dot leader → ..
+            | '\u{2026}' // horizontal ellipsis → ...
+            | '\u{FE52}' // small full stop
+            | '\u{FF0E}' // fullwidth full stop
+            | '\u{FF0F}' // fullwidth solidus
+            | '\u{2215}' // division slash
+            | '\u{2044}' // fraction slash
+            | '\u{FF3C}' // fullwidth reverse solidus
+            | '\u{FE68}' // small reverse solidus
+            | '\u{29F5}' // reverse solidus operator
+            | '\u{FF05}' // fullwidth percent sign
+            | '\u{FE6A}' // small percent sign
+            | '\u{FF1B}' // fullwidth semicolon
+            | '\u{FE54}' // small semicolon
+    )
+}
+
+/// A route's literal segment equals a request segment once that is percent-decoded.
+fn literal_matches(literal: &str, got: &str) -> bool {
+    if got.contains('%') {
+        decode_segment(got).is_some_and(|d| d == literal)
+    } else {
+        literal == got
+    }
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -400,6 +451,44 @@ mod tests {
             Ok("/patients/p-1")
         );
         assert_eq!(target("/").as_deref(), Ok("/"));
+    }
+
+    #[test]
+    fn encodings_a_backend_could_fold_are_refused() {
+        for (t, want) in [
+            ("/patients/p%0a1", PathError::ForbiddenEncoding),
+            ("/patients/p%0D1", PathError::ForbiddenEncoding),
+            ("/patients/p%091", PathError::ForbiddenEncoding),
+            ("/patients/p%7f", PathError::ForbiddenEncoding),
+            ("/patients/%C0%AE%C0%AE", PathError::BadEncoding),
+            ("/patients/%ff", PathError::BadEncoding),
+            ("/patients/%EF%BC%8F", PathError::ForbiddenEncoding),
+            ("/patients/%EF%BC%8E%EF%BC%8E", PathError::ForbiddenEncoding),
+            ("/patients/%E2%80%A5", PathError::ForbiddenEncoding),
+            ("/patients/p-1.", PathError::AmbiguousSegment),
+            ("/patients/p-1%20", PathError::AmbiguousSegment),
+            ("/patients/%20p-1", PathError::AmbiguousSegment),
+        ] {
+            assert_eq!(target(t), Err(want), "{t}");
+        }
+        for ok in [
+            "/patients/%C3%A9",
+            "/patients/a%20b",
+            "/patients/.well",
+            "/p%61tients",
+        ] {
+            assert!(target(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn literals_match_percent_decoded_segments() {
+        let t = clinic();
+        let m = t
+            .find(&http::Method::GET, "/p%61tients/p%2D1/not%65s")
+            .expect("match");
+        assert_eq!((m.action, m.resource_id.as_str()), ("ReadNotes", "p-1"));
+        assert!(t.find(&http::Method::GET, "/p%41tients/p-1").is_none());
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! `wardgate audit verify`: walks JSONL audit files in the order given and checks that `seq`
 //! rises by one and every `hash` is the SHA-256 of `prev_hash` and the canonical record.
+//!
+//! Rotated files are one chain: `wardgate audit verify audit.*.jsonl audit.jsonl` (rotated
+//! names carry their first `seq`, zero-padded, so the shell lists them in order). A trail that
+//! starts past `seq` 1 (older files archived away) is checked from its first record on. What
+//! no hash chain can show is a cut at the very end: compare the last `hash` with a copy held
+//! elsewhere (a collector behind the `http` or `syslog` sink holds one).
 
 use std::path::Path;
 
@@ -11,7 +17,8 @@ use super::{canonical, chain_hash, GENESIS_HASH};
 pub struct Broken {
     pub file: String,
     pub line: usize,
-    /// The record's `seq`, or `?` when unreadable.
+    /// The record's `seq`; for an unreadable line `after N` (N: the last good record's `seq`),
+    /// or `?` on a first line.
     pub seq: String,
     pub problem: String,
 }
@@ -30,6 +37,10 @@ pub fn verify_files(files: &[impl AsRef<Path>]) -> Result<u64, Broken> {
             problem: format!("cannot read file: {e}"),
         })?;
         for (i, line) in text.lines().enumerate() {
+            // An unreadable line is named by its place: the record after the last good one.
+            let unknown = prev
+                .as_ref()
+                .map_or_else(|| "?".to_owned(), |(s, _)| format!("after {s}"));
             let broken = |seq: String, problem: String| Broken {
                 file: name.clone(),
                 line: i + 1,
@@ -37,13 +48,13 @@ pub fn verify_files(files: &[impl AsRef<Path>]) -> Result<u64, Broken> {
                 problem,
             };
             if line.trim().is_empty() {
-                return Err(broken("?".into(), "empty line".into()));
+                return Err(broken(unknown, "empty line".into()));
             }
             let mut v: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| broken("?".into(), format!("not JSON: {e}")))?;
+                .map_err(|e| broken(unknown.clone(), format!("not JSON: {e}")))?;
             let obj = v
                 .as_object_mut()
-                .ok_or_else(|| broken("?".into(), "not a JSON object".into()))?;
+                .ok_or_else(|| broken(unknown.clone(), "not a JSON object".into()))?;
             let seq = obj.get("seq").and_then(serde_json::Value::as_u64);
             let seq_s = seq.map_or_else(|| "?".to_owned(), |s| s.to_string());
             let seq = seq.ok_or_else(|| broken(seq_s.clone(), "`seq` missing".into()))?;

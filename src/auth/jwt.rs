@@ -161,7 +161,7 @@ pub fn preparse(token: &str) -> Result<TokenParts<'_>, TokenError> {
 
 /// The token's `alg` as an algorithm this issuer allows.
 fn allowed_algorithm(parts: &TokenParts<'_>, allow: &[String]) -> Result<Algorithm, TokenError> {
-    if !allow.iter().any(|a| *a == parts.alg) {
+    if !allow.contains(&parts.alg) {
         return Err(TokenError::AlgorithmNotAllowed);
     }
     parts

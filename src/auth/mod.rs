@@ -236,6 +236,23 @@ fn percent_decode_lossy(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `scheme SP something`, as one element of a comma-folded `Authorization` list.
+fn looks_like_credential(part: &str) -> bool {
+    let part = part.trim_start_matches([' ', '\t']);
+    let Some((scheme, rest)) = part.split_once([' ', '\t']) else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+.^_`|~-".contains(c))
+        && !rest.trim().is_empty()
+}
+
 /// Extracts the token from exactly one `Authorization: Bearer` header.
 fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
@@ -244,6 +261,10 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
         return Err(AuthError::DuplicateHeader);
     }
     let value = value.to_str().map_err(|_| TokenError::Malformed)?;
+    // `Bearer a, Bearer b`: two credentials folded into one header is two headers.
+    if value.split(',').skip(1).any(looks_like_credential) {
+        return Err(AuthError::DuplicateHeader);
+    }
     // RFC 6750 §3.1: another scheme is no bearer credential at all, not an invalid one.
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {

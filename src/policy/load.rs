@@ -66,7 +66,7 @@ pub fn load(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
         let cand = load_set(&cfiles, routes)?;
         loaded.warnings.extend(cand.warnings);
         loaded.snapshot.candidate = Some(Candidate {
-            policies: cand.snapshot.policies,
+            index: cand.snapshot.index,
             version: cand.snapshot.version,
         });
     }
@@ -275,7 +275,7 @@ fn load_set(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
     let policy_count = ids.len();
     Ok(Loaded {
         snapshot: PolicySnapshot {
-            policies,
+            index: super::index::PolicyIndex::new(&policies, &schema, &role_type),
             schema,
             static_entities,
             version,

@@ -7,6 +7,7 @@
 //! Cedar types stay inside this folder; the rest of wardgate sees [`Decision`].
 
 pub mod entities;
+pub mod index;
 pub mod load;
 pub mod reload;
 
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request,
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
     RestrictedExpression, Schema,
 };
 
@@ -29,7 +30,8 @@ pub use load::{Finding, LoadError, Severity};
 
 /// A validated policy set with everything a decision needs, never changed once built.
 pub struct PolicySnapshot {
-    pub(crate) policies: PolicySet,
+    /// The policies, by action and role: a request is evaluated against its slice only.
+    pub(crate) index: index::PolicyIndex,
     pub(crate) schema: Schema,
     pub(crate) static_entities: Entities,
     /// `sha256:` over the schema, every policy file (name and text) and the entities file.
@@ -45,7 +47,7 @@ pub struct PolicySnapshot {
 
 /// A policy set under trial: evaluated on live traffic with the same request and entities.
 pub struct Candidate {
-    pub(crate) policies: PolicySet,
+    pub(crate) index: index::PolicyIndex,
     pub version: String,
 }
 
@@ -252,10 +254,16 @@ impl PolicyEngine {
             None => None,
         };
 
+        let role_uids: Vec<EntityUid> = principal
+            .roles
+            .iter()
+            .map(|r| EntityUid::from_type_name_and_id(snap.role_type.clone(), EntityId::new(r)))
+            .collect();
         let entities = match request_entities(
             snap,
             principal,
             &principal_uid,
+            &role_uids,
             &resource_uid,
             fetched.as_ref().map(|v| v.as_slice()),
         ) {
@@ -268,7 +276,7 @@ impl PolicyEngine {
         let request = match context(facts, principal.mfa).and_then(|ctx| {
             Request::new(
                 principal_uid,
-                action_uid,
+                action_uid.clone(),
                 resource_uid,
                 ctx,
                 Some(&snap.schema),
@@ -293,9 +301,10 @@ impl PolicyEngine {
                 "client_ip": facts.client_ip.to_string(),
             });
         }
-        let response = self
-            .authorizer
-            .is_authorized(&request, &snap.policies, &entities);
+        // Only the policies whose scope can match this action and these roles (see `index`).
+        let roles_in = index::role_closure(&role_uids, &snap.static_entities);
+        let slice = snap.index.slice(&action_uid, &roles_in);
+        let response = self.authorizer.is_authorized(&request, &slice, &entities);
         let diag = response.diagnostics();
         let mut policies: Vec<String> = diag.reason().map(ToString::to_string).collect();
         policies.sort();
@@ -310,9 +319,11 @@ impl PolicyEngine {
         };
         if let Some(cand) = &snap.candidate {
             // Same request, same entities; errors deny here too.
-            let r = self
-                .authorizer
-                .is_authorized(&request, &cand.policies, &entities);
+            let r = self.authorizer.is_authorized(
+                &request,
+                &cand.index.slice(&action_uid, &roles_in),
+                &entities,
+            );
             let allowed = r.decision() == cedar_policy::Decision::Allow
                 && r.diagnostics().errors().next().is_none();
             decision.candidate_allowed = Some(allowed);
@@ -327,14 +338,10 @@ fn request_entities(
     snap: &PolicySnapshot,
     principal: &Principal,
     principal_uid: &EntityUid,
+    role_uids: &[EntityUid],
     resource_uid: &EntityUid,
     fetched: Option<&[Entity]>,
 ) -> Result<Entities, String> {
-    let role_uids: HashSet<EntityUid> = principal
-        .roles
-        .iter()
-        .map(|r| EntityUid::from_type_name_and_id(snap.role_type.clone(), EntityId::new(r)))
-        .collect();
     let mut attrs = HashMap::with_capacity(principal.attributes.len() + 2);
     attrs.insert(
         "roles".to_owned(),
@@ -367,7 +374,7 @@ fn request_entities(
             }
         }
     };
-    for r in &role_uids {
+    for r in role_uids {
         add_static(r, &mut out);
     }
     match fetched {
@@ -383,7 +390,8 @@ fn request_entities(
     }
     // The principal comes from the token alone.
     out.remove(principal_uid);
-    let principal_entity = Entity::new(principal_uid.clone(), attrs, role_uids)
+    let parents: HashSet<EntityUid> = role_uids.iter().cloned().collect();
+    let principal_entity = Entity::new(principal_uid.clone(), attrs, parents)
         .map_err(|e| format!("principal does not fit the schema: {e}"))?;
     Entities::from_entities(
         out.into_values().chain(std::iter::once(principal_entity)),

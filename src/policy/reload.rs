@@ -15,13 +15,14 @@ use crate::proxy::Gateway;
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
 /// Size, modification time (ns) and inode of one file.
-type Stamp = (u64, i128, u64);
+pub type Stamp = (u64, i128, u64);
 
 /// What the watched files look like now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint(Vec<(PathBuf, Option<Stamp>)>);
 
-fn stamp(p: &Path) -> Option<Stamp> {
+/// The file's stamp, read through symlinks; `None` when it cannot be read.
+pub fn file_stamp(p: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(p).ok()?;
     let mtime = m
         .modified()
@@ -46,7 +47,7 @@ pub fn fingerprint(files: &PolicyFiles) -> Fingerprint {
         paths
             .into_iter()
             .map(|p| {
-                let s = stamp(&p);
+                let s = file_stamp(&p);
                 (p, s)
             })
             .collect(),

@@ -15,7 +15,10 @@
 mod support;
 
 mod admin;
+mod attacks;
 mod audit;
+mod audit_http;
+mod audit_syslog;
 mod auth;
 mod cli;
 mod jwks;
@@ -25,4 +28,5 @@ mod proxy;
 mod reload;
 mod routing;
 mod streaming;
+mod tls;
 mod tooling;

@@ -3,10 +3,14 @@
 //! for wardgate itself.
 #![allow(dead_code)]
 
+pub mod collector;
 pub mod fixture;
+pub mod hostile;
 pub mod keys;
+pub mod pki;
 pub mod process;
 pub mod raw;
+pub mod rsyslog;
 pub mod servers;
 
 use std::future::Future;

@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::task::{AbortHandle, JoinHandle};
 
-type BoxFut = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
-type Handler = Arc<dyn Fn(Request<Incoming>) -> BoxFut + Send + Sync>;
+pub type BoxFut = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+pub type Handler = Arc<dyn Fn(Request<Incoming>) -> BoxFut + Send + Sync>;
 
 /// A hyper server whose accept loop and connections can be cut at once.
 pub struct HttpServer {
@@ -103,7 +103,9 @@ fn spawn_accept(
                     let fut = handler(req);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
+                // Room for a client's 100 header fields plus what wardgate adds.
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .max_headers(256)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

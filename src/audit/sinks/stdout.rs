@@ -2,19 +2,16 @@
 
 use std::io::{self, Write};
 
-use super::Sink;
+use super::{Batch, Sink, Taken};
+use crate::metrics::Metrics;
 
-pub struct StdoutSink;
-
-impl StdoutSink {
-    pub fn new() -> Self {
-        StdoutSink
-    }
+pub struct StdoutSink {
+    metrics: Metrics,
 }
 
-impl Default for StdoutSink {
-    fn default() -> Self {
-        Self::new()
+impl StdoutSink {
+    pub fn new(metrics: Metrics) -> Self {
+        StdoutSink { metrics }
     }
 }
 
@@ -23,9 +20,21 @@ impl Sink for StdoutSink {
         "stdout"
     }
 
-    fn write_batch(&mut self, lines: &[u8]) -> io::Result<()> {
+    fn write(&mut self, batch: &Batch, from: usize) -> Taken {
         let mut out = io::stdout().lock();
-        out.write_all(lines)?;
-        out.flush()
+        match out
+            .write_all(batch.lines(from, batch.len()))
+            .and_then(|()| out.flush())
+        {
+            Ok(()) => {
+                self.metrics
+                    .audit_written(self.name(), (batch.len() - from) as u64);
+                Taken::all(batch.len() - from)
+            }
+            Err(e) => {
+                self.metrics.audit_error(self.name());
+                Taken::failed(0, e)
+            }
+        }
     }
 }
