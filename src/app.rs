@@ -41,6 +41,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         resolver,
         metrics.clone(),
     )?;
+    // A cached decision is as fresh as the entities it was made with.
+    let decision_ttl = if config.entities_url.is_some() {
+        config.limits.entity_cache_ttl
+    } else {
+        Duration::from_secs(60)
+    };
+    let engine = engine.with_decision_cache(config.limits.decision_cache_entries, decision_ttl);
     for w in &warnings {
         tracing::warn!("{}", w.text);
     }

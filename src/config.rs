@@ -190,6 +190,8 @@ struct RawLimits {
     entity_fetch_timeout_ms: u64,
     #[serde(default = "d_shutdown_grace_ms")]
     shutdown_grace_ms: u64,
+    #[serde(default = "d_decision_cache_entries")]
+    decision_cache_entries: u64,
 }
 
 fn d_max_header_bytes() -> usize {
@@ -222,6 +224,9 @@ fn d_entity_fetch_timeout_ms() -> u64 {
 fn d_shutdown_grace_ms() -> u64 {
     20_000
 }
+fn d_decision_cache_entries() -> u64 {
+    10_000
+}
 
 impl Default for RawLimits {
     fn default() -> Self {
@@ -236,6 +241,7 @@ impl Default for RawLimits {
             entity_cache_ttl_ms: d_entity_cache_ttl_ms(),
             entity_fetch_timeout_ms: d_entity_fetch_timeout_ms(),
             shutdown_grace_ms: d_shutdown_grace_ms(),
+            decision_cache_entries: d_decision_cache_entries(),
         }
     }
 }
@@ -363,6 +369,8 @@ pub struct Limits {
     pub entity_fetch_timeout: Duration,
     /// In-flight requests get this long to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Decisions kept for a client repeating the same request (0: none).
+    pub decision_cache_entries: u64,
 }
 
 impl Config {
@@ -660,6 +668,7 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
         entity_cache_ttl: Duration::from_millis(l.entity_cache_ttl_ms),
         entity_fetch_timeout: Duration::from_millis(l.entity_fetch_timeout_ms),
         shutdown_grace: Duration::from_millis(l.shutdown_grace_ms),
+        decision_cache_entries: l.decision_cache_entries,
     };
 
     match (errors.is_empty(), upstream, routes) {

@@ -33,6 +33,7 @@ struct Inner {
     audit_blocked: IntGauge,
     in_flight: IntGauge,
     candidate_disagreements: IntCounterVec,
+    decision_cache: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -168,6 +169,7 @@ impl Metrics {
                 "Requests the candidate policy set decided differently, by action and candidate decision",
                 &["action", "candidate"],
             ),
+            decision_cache: counter_vec(&r, "decision_cache_total", "Decision cache lookups", &["result"]),
             registry: r,
             decision_seconds,
             upstream_seconds,
@@ -228,6 +230,10 @@ impl Metrics {
     pub fn entity_cache(&self, hit: bool) {
         let label = if hit { "hit" } else { "miss" };
         self.inner.entity_cache.with_label_values(&[label]).inc();
+    }
+    pub fn decision_cache(&self, hit: bool) {
+        let label = if hit { "hit" } else { "miss" };
+        self.inner.decision_cache.with_label_values(&[label]).inc();
     }
     pub fn policy_reload(&self, result: &str) {
         self.inner.policy_reloads.with_label_values(&[result]).inc();

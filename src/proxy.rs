@@ -305,7 +305,10 @@ impl Gateway {
             client_ip: peer.ip(),
             break_glass_reason: break_glass.as_deref(),
         };
-        let decision = self.engine.decide(&snap, &principal, &route, &facts).await;
+        let decision = self
+            .engine
+            .decide_cached(&snap, &principal, &route, &facts)
+            .await;
         self.metrics.decision_time(started_secs(guard.started));
         if let Some(rec) = guard.record.as_mut() {
             rec.principal = Some(decision.principal.clone());

@@ -284,6 +284,7 @@ fn load_set(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
             user_type,
             role_type,
             policy_count,
+            generation: 1,
             candidate: None,
         },
         warnings,

@@ -41,6 +41,8 @@ pub struct PolicySnapshot {
     pub(crate) user_type: EntityTypeName,
     pub(crate) role_type: EntityTypeName,
     pub policy_count: usize,
+    /// Which load this is (1 at start, +1 per reload); keys the decision cache.
+    pub generation: u64,
     /// The candidate set (`policies.candidate_dir`), decided beside this one, never enforced.
     pub candidate: Option<Candidate>,
 }
@@ -125,6 +127,50 @@ pub struct PolicyEngine {
     resolver: Option<EntityResolver>,
     authorizer: Authorizer,
     metrics: Metrics,
+    /// Decisions already made (see [`DecisionKey`]); `None` when disabled.
+    decisions: Option<moka::sync::Cache<DecisionKey, Arc<Decision>>>,
+    /// Numbers snapshots, so that a reload makes every cached decision unreachable.
+    generations: std::sync::atomic::AtomicU64,
+}
+
+/// Everything a decision depends on besides the snapshot's own files: the principal (the very
+/// verified token, by identity), the request's method, path, client address and break-glass
+/// reason (the route, action and resource follow from method and path). Cedar has no clock, so
+/// the same key under the same snapshot gets the same answer; resource entities from
+/// `entities_url` are the one outside input, so with it an entry lives no longer than the
+/// entity cache's TTL.
+#[derive(Clone)]
+struct DecisionKey {
+    generation: u64,
+    principal: Arc<Principal>,
+    method: http::Method,
+    path: String,
+    client_ip: IpAddr,
+    break_glass_reason: Option<String>,
+}
+
+impl PartialEq for DecisionKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.generation == o.generation
+            && Arc::ptr_eq(&self.principal, &o.principal)
+            && self.method == o.method
+            && self.path == o.path
+            && self.client_ip == o.client_ip
+            && self.break_glass_reason == o.break_glass_reason
+    }
+}
+
+impl Eq for DecisionKey {}
+
+impl std::hash::Hash for DecisionKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.generation.hash(h);
+        std::ptr::hash(Arc::as_ptr(&self.principal), h);
+        self.method.hash(h);
+        self.path.hash(h);
+        self.client_ip.hash(h);
+        self.break_glass_reason.hash(h);
+    }
 }
 
 impl PolicyEngine {
@@ -146,9 +192,55 @@ impl PolicyEngine {
                 resolver,
                 authorizer: Authorizer::new(),
                 metrics,
+                decisions: None,
+                generations: std::sync::atomic::AtomicU64::new(1),
             },
             loaded.warnings,
         ))
+    }
+
+    /// Keeps up to `entries` decisions for `ttl` (see [`DecisionKey`]); 0 keeps none.
+    pub fn with_decision_cache(mut self, entries: u64, ttl: std::time::Duration) -> Self {
+        self.decisions = (entries > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(entries)
+                .time_to_live(ttl)
+                .build()
+        });
+        self
+    }
+
+    /// A decision for a verified principal, from the decision cache when the same principal
+    /// made the same request under the same snapshot.
+    pub async fn decide_cached(
+        &self,
+        snap: &PolicySnapshot,
+        principal: &Arc<Principal>,
+        route: &RouteMatch<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Arc<Decision> {
+        let Some(cache) = &self.decisions else {
+            return Arc::new(self.decide(snap, principal, route, facts).await);
+        };
+        let key = DecisionKey {
+            generation: snap.generation,
+            principal: principal.clone(),
+            method: facts.method.parse().unwrap_or(http::Method::GET),
+            path: facts.path.to_owned(),
+            client_ip: facts.client_ip,
+            break_glass_reason: facts.break_glass_reason.map(str::to_owned),
+        };
+        if let Some(hit) = cache.get(&key) {
+            self.metrics.decision_cache(true);
+            return hit;
+        }
+        self.metrics.decision_cache(false);
+        let d = Arc::new(self.decide(snap, principal, route, facts).await);
+        // A failed entity fetch may succeed next time: never kept.
+        if d.deny != Some(DenyReason::EntitiesUnavailable) {
+            cache.insert(key, d.clone());
+        }
+        d
     }
 
     /// The snapshot in force; a request takes it once and uses it throughout.
@@ -159,7 +251,11 @@ impl PolicyEngine {
     /// Loads the files again and swaps the new set in only if it is valid.
     pub fn reload(&self) -> Result<Arc<PolicySnapshot>, LoadError> {
         match load::load(&self.files, &self.routes) {
-            Ok(loaded) => {
+            Ok(mut loaded) => {
+                loaded.snapshot.generation = self
+                    .generations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
                 let snap = Arc::new(loaded.snapshot);
                 self.current.store(snap.clone());
                 if let Some(r) = &self.resolver {

@@ -303,3 +303,81 @@ fn assert_chain(records: &[serde_json::Value]) {
         assert_eq!(r["hash"].as_str().unwrap(), expected_hash(r), "{r}");
     }
 }
+
+/// The decision cache: one token, the same request, before and after a reload — the reload wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_decision_never_outlives_a_policy_reload() {
+    let fx = fixture().start().await;
+    let t = token("dr-ada", &["doctor"]);
+    for _ in 0..3 {
+        assert_eq!(
+            fx.get("/patients/p-1", &t).send().await.unwrap().status(),
+            200
+        );
+    }
+    let metrics = fx
+        .client
+        .get(fx.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"wardgate_decision_cache_total{result="hit"} 2"#),
+        "{metrics}"
+    );
+
+    std::fs::write(
+        fx.prepared.dir.path().join("policies/lockdown.cedar"),
+        "@id(\"lockdown\")\nforbid (principal == Clinic::User::\"dr-ada\", action, resource);\n",
+    )
+    .unwrap();
+    let locked = eventually(Duration::from_secs(6), || async {
+        fx.get("/patients/p-1", &t).send().await.unwrap().status() == 403
+    })
+    .await;
+    assert!(
+        locked,
+        "the same token kept its cached allow after the reload"
+    );
+}
+
+/// The decision cache keys on the whole request: the same token gets the answer each request
+/// deserves (another patient, another action, a break-glass reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_gets_a_fresh_decision_for_each_different_request() {
+    let fx = fixture().start().await;
+    let t = token("dr-ada", &["doctor"]);
+    let get = |path: &'static str, glass: Option<&'static str>| {
+        let mut r = fx.get(path, &t);
+        if let Some(g) = glass {
+            r = r.header("x-break-glass", g);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("/patients/p-1", None).await, 200);
+    assert_eq!(get("/patients/p-2", None).await, 403);
+    assert_eq!(get("/patients/p-2", Some("patient unconscious")).await, 200);
+    assert_eq!(get("/patients/p-2", None).await, 403);
+    assert_eq!(get("/patients/p-1/notes", None).await, 200);
+    let w = fx
+        .request(reqwest::Method::POST, "/patients/p-1/notes", &t)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        w, 403,
+        "a write without MFA is refused even after reads were allowed"
+    );
+    let (records, _) = fx.finish().await;
+    let reasons: Vec<_> = records
+        .iter()
+        .map(|r| r["break_glass_reason"].clone())
+        .collect();
+    assert_eq!(reasons[2], "patient unconscious", "{reasons:?}");
+    assert!(reasons[3].is_null(), "{reasons:?}");
+}
