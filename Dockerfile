@@ -9,11 +9,13 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# Only what the build reads (the demo embeds the shipped policies/; .dockerignore keeps the
-# context to these). A target or workspace member declared outside src/ must be copied too.
+# Only what the build reads: the demo embeds the shipped policies/, and Cargo.toml's [[bench]]
+# targets must exist for the manifest to load. .dockerignore keeps the context to these; the
+# chart tests check that cargo accepts a context made of exactly these copies.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY policies ./policies
+COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \

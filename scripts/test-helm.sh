@@ -14,7 +14,7 @@
 #   config and mounted files; tests/every-key-values.yaml sets every wardgate.yaml key the
 #   values schema admits, so `wardgate validate` proves the schema admits no key wardgate
 #   refuses. Also: the checks' self-test, values the chart must refuse,
-#   checkov on the Dockerfile, and the README's values table against values.yaml.
+#   the Dockerfile's build context and checkov on it, and the README's values table.
 # Usage: bash scripts/test-helm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -192,6 +192,20 @@ packaged_same() { # the packaged chart (symlinked policies resolved) renders lik
 }
 step "helm package carries the bundled policies" packaged_same
 
+docker_context_loads() { # the build stage's COPY sources pass .dockerignore, and cargo loads them
+  local ctx="$OUT/docker-context" src out
+  rm -rf "$ctx" && mkdir -p "$ctx"
+  awk '/^FROM/ { n++ } n == 1 && /^COPY / && !/--from/ { for (i = 2; i < NF; i++) print $i }' Dockerfile >"$OUT/copies"
+  [[ -s "$OUT/copies" ]] || { echo "no COPY in the Dockerfile's build stage"; return 1; }
+  while read -r src; do
+    grep -qxE "!${src%/}/?" .dockerignore || { echo ".dockerignore leaves out $src"; return 1; }
+    cp -r "$src" "$ctx/"
+  done <"$OUT/copies"
+  # Stops right after loading the manifest and the lock file: nothing is compiled.
+  out=$(cd "$ctx" && cargo build --locked --release --bin __docker_context_check__ 2>&1) || true
+  grep -q "no bin target named" <<<"$out" || { echo "$out"; return 1; }
+}
+step "the Dockerfile's build context is what cargo needs" docker_context_loads
 step "checkov (Dockerfile)" checkov_clean Dockerfile dockerfile
 step "the README's values table matches values.yaml" "$VENV/bin/python" "$CHART/tests/check_readme.py" "$CHART"
 
