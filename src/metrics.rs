@@ -32,6 +32,7 @@ struct Inner {
     audit_spool_bytes: IntGaugeVec,
     audit_blocked: IntGauge,
     in_flight: IntGauge,
+    connections: IntGauge,
     candidate_disagreements: IntCounterVec,
     decision_cache: IntCounterVec,
 }
@@ -108,6 +109,10 @@ impl Metrics {
         .unwrap_or_else(|_| unreachable_metric("audit_spool_bytes"));
         let _ = r.register(Box::new(audit_spool_bytes.clone()));
         let in_flight = gauge("requests_in_flight", "Requests being handled");
+        let connections = gauge(
+            "connections_open",
+            "Client connections open on the proxy listener",
+        );
         let audit_lost = IntCounter::new(
             "audit_records_lost_total",
             "Audit records that could not be written (must stay 0)",
@@ -179,6 +184,7 @@ impl Metrics {
             audit_spool_bytes,
             audit_blocked,
             in_flight,
+            connections,
         };
         Self {
             inner: Arc::new(inner),
@@ -262,6 +268,9 @@ impl Metrics {
     }
     pub fn audit_blocked(&self, blocked: bool) {
         self.inner.audit_blocked.set(i64::from(blocked));
+    }
+    pub fn connections(&self) -> &IntGauge {
+        &self.inner.connections
     }
     pub fn in_flight(&self) -> &IntGauge {
         &self.inner.in_flight

@@ -662,7 +662,17 @@ pub async fn serve(
         let tls = tls.clone();
         let handshake_timeout = limits.header_read_timeout;
         let gw = gateway.clone();
+        let open = gateway.metrics.connections().clone();
+        open.inc();
         conns.spawn(async move {
+            // Counted down however the task ends (finished, failed or cut at shutdown).
+            struct Open(prometheus::IntGauge);
+            impl Drop for Open {
+                fn drop(&mut self) {
+                    self.0.dec();
+                }
+            }
+            let _open = Open(open);
             let result =
                 match tls {
                     None => {

@@ -381,3 +381,79 @@ async fn one_token_gets_a_fresh_decision_for_each_different_request() {
     assert_eq!(reasons[2], "patient unconscious", "{reasons:?}");
     assert!(reasons[3].is_null(), "{reasons:?}");
 }
+
+/// A request in flight while the set changes finishes on the set it started with; the next
+/// request meets the new one. The connection gauge sees the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_during_a_reload_completes_on_its_own_set() {
+    let fx = fixture().start().await;
+    fx.backend().set_delay(Duration::from_millis(2500));
+    let slow = {
+        let req = fx.get("/patients/p-1", &token("dr-ada", &["doctor"]));
+        tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
+    };
+    let reached = eventually(Duration::from_secs(3), || async {
+        !fx.backend().requests().is_empty()
+    })
+    .await;
+    assert!(reached);
+    let metrics = fx
+        .client
+        .get(fx.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("wardgate_connections_open ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    std::fs::write(
+        fx.prepared.dir.path().join("policies/lockdown.cedar"),
+        "@id(\"lockdown\")\nforbid (principal == Clinic::User::\"dr-ada\", action, resource);\n",
+    )
+    .unwrap();
+    let url = fx.admin_url("/metrics");
+    let reloaded = eventually(Duration::from_secs(5), || async {
+        let m = fx
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.contains(r#"wardgate_policy_reloads_total{result="ok"} 2"#)
+    })
+    .await;
+    assert!(reloaded);
+    fx.backend().set_delay(Duration::ZERO);
+    assert_eq!(
+        fx.get("/patients/p-1", &token("dr-ada", &["doctor"]))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the in-flight request kept its allow"
+    );
+    let (records, _) = fx.finish().await;
+    assert_eq!(records.len(), 2);
+    let versions: Vec<_> = records
+        .iter()
+        .map(|r| r["policy_version"].clone())
+        .collect();
+    assert_ne!(
+        versions[0], versions[1],
+        "each record names the set it was decided under"
+    );
+}
