@@ -18,6 +18,9 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+# Includes the attack battery (tests/it/attacks/), the Wycheproof JOSE vectors in
+# tests/data/wycheproof and the fuzz target bodies over fuzz/corpus (coverage-guided
+# `cargo fuzz` runs need nightly features and ~10 minutes of instrumented builds: fuzz/README.md).
 cargo test --locked --all-targets
 # The security team's policy tests, as they run them.
 cargo run --locked --quiet -- test --config examples/wardgate.yaml

@@ -1,6 +1,11 @@
 //! The token rules. jsonwebtoken checks the signature; everything around it is checked here,
 //! because the library accepts what a clinic must not: `crit`, any `typ`, `jku`/`x5u`/`jwk`
 //! headers, an `iss` array, an `iat` in the future, duplicate claim keys (last one wins).
+//!
+//! Three stages, each a plain function: [`preparse`] (size, shape, header rules — no key, no
+//! cryptography), key selection by `kid` with the algorithm allow-list and the key's own
+//! constraints, then the signature. [`verify_jws`] runs the same stages against one
+//! [`KeySet`] without reading claims (the Wycheproof vectors and the fuzzer use it).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -517,6 +522,34 @@ mod tests {
             Err(TokenError::BadClaims)
         );
         assert_eq!(decode_object("!!"), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn the_preparser_refuses_other_shapes_before_any_key() {
+        let err = |t: String| preparse(&t).err();
+        let h = b64(r#"{"alg":"RS256","kid":"k"}"#);
+        let p = b64(r#"{"sub":"a"}"#);
+        assert_eq!(err(format!("{h}.{p}.c2ln")), None);
+        assert_eq!(
+            err(format!("{h}.{p}.c2ln.x.y")),
+            Some(TokenError::Malformed)
+        );
+        assert_eq!(err(format!("{h}.{p}.")), Some(TokenError::Malformed));
+        let empty_payload = format!("{h}..c2ln");
+        let parts = preparse(&empty_payload).expect("an empty payload pre-parses");
+        assert_eq!(parts.claims().err(), Some(TokenError::BadClaims));
+        let jku = b64(r#"{"alg":"RS256","kid":"k","jku":"https://x"}"#);
+        assert_eq!(
+            err(format!("{jku}.{p}.c2ln")),
+            Some(TokenError::ForbiddenHeader)
+        );
+        let no_kid = b64(r#"{"alg":"RS256"}"#);
+        assert_eq!(
+            err(format!("{no_kid}.{p}.c2ln")),
+            Some(TokenError::MissingKid)
+        );
+        let long = "a".repeat(super::super::MAX_TOKEN_BYTES + 1);
+        assert_eq!(err(long), Some(TokenError::TooLong));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Wycheproof (issue 6, family 3): the C2SP/wycheproof JOSE vectors in
-//! `../shared/testdata/wycheproof/` (see its README) through wardgate's own key-selection and
+//! `tests/data/wycheproof/` (a copy of the shared test data; see its README) through wardgate's own key-selection and
 //! signature layer: [`KeySet::parse`] builds the key set from each group's key exactly as a
 //! fetched JWKS is built, and [`verify_jws`] applies the header rules, the algorithm allow-list
 //! (here every algorithm wardgate supports), `kid` selection and the signature check — the same
@@ -96,9 +96,7 @@ const MISLABELLED_INVALID: &[u64] = &[367, 370];
 fn vectors(file: &str) -> Value {
     let dir = std::env::var_os("WARDGATE_WYCHEPROOF_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/wycheproof")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/wycheproof"));
     let path = dir.join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
