@@ -73,7 +73,7 @@ echo "helm $("$HELM" version --template '{{.Version}}'), $("$VENV/bin/checkov" -
 echo "tools ready after $((SECONDS - started)) s"
 
 cargo build --locked --quiet
-WARDGATE=target/debug/wardgate
+WARDGATE="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/wardgate"
 started=$SECONDS
 
 # --- the tests --------------------------------------------------------------------------------
