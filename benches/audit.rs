@@ -36,7 +36,8 @@ fn record() -> DecisionRecord {
         resource: Some(r#"Clinic::Patient::"p-1""#.into()),
         roles: vec!["doctor".into()],
         status: 200,
-        time: "2026-12-04T15:20:00.123456Z".into(),
+        // As the proxy leaves it: the writer formats `time` from `at`.
+        at: Some(std::time::SystemTime::now()),
         ..DecisionRecord::default()
     }
 }

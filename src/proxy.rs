@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 
 use crate::audit::queue::Slot;
-use crate::audit::{now_rfc3339, Auditor, DecisionRecord};
+use crate::audit::{Auditor, DecisionRecord};
 use crate::auth::Authenticator;
 use crate::config::{Config, Limits, Mode, Upstream};
 use crate::error::Refusal;
@@ -215,7 +215,7 @@ impl Gateway {
             metrics: &self.metrics,
             started,
             record: Some(DecisionRecord {
-                time: now_rfc3339(),
+                at: Some(std::time::SystemTime::now()),
                 decision_id,
                 decision: "deny".into(),
                 mode: self.mode.as_str().into(),
@@ -392,7 +392,7 @@ impl Gateway {
             (400, "bad_request: unparseable")
         };
         let rec = DecisionRecord {
-            time: now_rfc3339(),
+            at: Some(std::time::SystemTime::now()),
             decision_id: uuid::Uuid::now_v7().to_string(),
             decision: "deny".into(),
             mode: self.mode.as_str().into(),

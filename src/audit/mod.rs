@@ -76,16 +76,26 @@ pub struct DecisionRecord {
     pub roles: Vec<String>,
     pub seq: u64,
     pub status: u16,
+    /// RFC 3339 UTC; left empty on the request path and formatted from `at` when sealed.
     pub time: String,
+    /// When the request arrived (not serialized): formatting `time` is the writer's job.
+    #[serde(skip)]
+    pub at: Option<std::time::SystemTime>,
 }
 
 /// RFC 3339 UTC with microseconds.
 pub fn now_rfc3339() -> String {
-    let t = time::OffsetDateTime::now_utc();
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// `t` as RFC 3339 UTC with microseconds.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    t.format(&fmt).unwrap_or_default()
+    time::OffsetDateTime::from(t)
+        .format(&fmt)
+        .unwrap_or_default()
 }
 
 /// The chain state: the next `seq` and the last `hash`.
@@ -117,6 +127,9 @@ impl ChainHead {
     /// hashed, and `hash` is spliced in at its sorted place (between `errors` and
     /// `latency_us`).
     pub fn seal_into(&mut self, rec: &mut DecisionRecord, out: &mut Vec<u8>) {
+        if rec.time.is_empty() {
+            rec.time = rfc3339(rec.at.unwrap_or_else(std::time::SystemTime::now));
+        }
         rec.seq = self.next_seq;
         rec.prev_hash = std::mem::take(&mut self.prev_hash);
         rec.hash = None;

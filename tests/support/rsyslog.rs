@@ -144,9 +144,10 @@ action(type="omfile" file="{d}/out.log" template="fields")
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
+        // The shell's builtin `kill`: no procps needed.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -TERM {}", child.id()))
             .status();
         let start = Instant::now();
         loop {
