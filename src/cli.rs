@@ -128,17 +128,24 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A tokio runtime for a command: multi-threaded to serve, one thread for the offline tools.
+fn runtime(what: &str, serve: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut b = if serve {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|e| {
+        eprintln!("{what}: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Runs a command's future on a multi-threaded runtime; an error is printed with its causes.
 fn block_on(what: &str, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(what, true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{what}: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
@@ -221,15 +228,9 @@ fn explain(
             }
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime("wardgate explain", false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wardgate explain: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(crate::tester::explain(
         &config, claims, method, path, header_map,
@@ -259,15 +260,9 @@ fn policy_tests(path: &Path, paths: Vec<PathBuf>) -> ExitCode {
         let files = crate::tester::collect_files(&paths)?;
         crate::tester::run(&config, &files).await
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime("wardgate test", false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wardgate test: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(run) {
         Ok(report) => {
