@@ -16,6 +16,12 @@ if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ] \
             && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs; }
 fi
 
+# Node.js packages: the npm `oidc-provider` (OpenID Certified) that tests/it/oidc.rs runs as the
+# identity provider, pinned by tests/oidc-provider/package-lock.json.
+if [ ! -d tests/oidc-provider/node_modules/oidc-provider ]; then
+    npm ci --no-audit --no-fund --prefix tests/oidc-provider
+fi
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 # Includes the attack battery (tests/it/attacks/), the Wycheproof JOSE vectors in

@@ -121,6 +121,10 @@ struct RawJwt {
     roles_claim: String,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
+    /// Principal attribute that receives the token's scopes (`scope`, else `scp`) as a
+    /// `Set<String>`; off unless set, since the schema's User type must declare it.
+    #[serde(default)]
+    scopes_attribute: Option<String>,
 }
 
 fn default_leeway() -> u64 {
@@ -140,6 +144,9 @@ struct RawIssuer {
     jwks_url: Option<String>,
     #[serde(default)]
     jwks_file: Option<PathBuf>,
+    /// Find `jwks_uri` in `{issuer}/.well-known/openid-configuration` (OIDC discovery).
+    #[serde(default)]
+    discovery: bool,
     algorithms: Vec<String>,
     #[serde(default = "default_jwks_refresh")]
     jwks_refresh_seconds: u64,
@@ -312,6 +319,8 @@ pub struct JwtConfig {
     pub roles_claim: Vec<String>,
     /// Principal attribute name → dotted claim path (split).
     pub attributes: Vec<(String, Vec<String>)>,
+    /// Principal attribute that holds the token's scopes, when configured.
+    pub scopes_attribute: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +336,9 @@ pub struct IssuerConfig {
 pub enum KeySource {
     Url(String),
     File(PathBuf),
+    /// OIDC discovery: the `openid-configuration` document's URL; its `jwks_uri` is then
+    /// fetched like [`KeySource::Url`].
+    Discovery(String),
 }
 
 #[derive(Debug, Clone)]
@@ -512,29 +524,56 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
                 "list at least one audience, none empty",
             ));
         }
-        let keys = match (iss.jwks_url, iss.jwks_file) {
-            (Some(u), None) => match reqwest::Url::parse(&u) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(KeySource::Url(u)),
-                _ => {
+        let keys = match (iss.discovery, iss.jwks_url, iss.jwks_file) {
+            (true, None, None) => {
+                let url = discovery_url(&iss.issuer);
+                match reqwest::Url::parse(&url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                        Some(KeySource::Discovery(url))
+                    }
+                    _ => {
+                        errors.push(invalid(
+                            key("discovery"),
+                            format!("the issuer `{}` is not an http(s) URL", iss.issuer),
+                        ));
+                        None
+                    }
+                }
+            }
+            (true, _, _) => {
+                errors.push(invalid(
+                    key("discovery"),
+                    "give `discovery: true` or `jwks_url` or `jwks_file`, not more than one",
+                ));
+                None
+            }
+            (false, jwks_url, jwks_file) => match (jwks_url, jwks_file) {
+                (Some(u), None) => match reqwest::Url::parse(&u) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => Some(KeySource::Url(u)),
+                    _ => {
+                        errors.push(invalid(
+                            key("jwks_url"),
+                            format!("`{u}` is not an http(s) URL"),
+                        ));
+                        None
+                    }
+                },
+                (None, Some(f)) => Some(KeySource::File(resolve(base, &f))),
+                (Some(_), Some(_)) => {
                     errors.push(invalid(
                         key("jwks_url"),
-                        format!("`{u}` is not an http(s) URL"),
+                        "give `jwks_url` or `jwks_file`, not both",
+                    ));
+                    None
+                }
+                (None, None) => {
+                    errors.push(invalid(
+                        key("jwks_url"),
+                        "give `jwks_url`, `jwks_file` or `discovery: true`",
                     ));
                     None
                 }
             },
-            (None, Some(f)) => Some(KeySource::File(resolve(base, &f))),
-            (Some(_), Some(_)) => {
-                errors.push(invalid(
-                    key("jwks_url"),
-                    "give `jwks_url` or `jwks_file`, not both",
-                ));
-                None
-            }
-            (None, None) => {
-                errors.push(invalid(key("jwks_url"), "give `jwks_url` or `jwks_file`"));
-                None
-            }
         };
         if iss.algorithms.is_empty() {
             errors.push(invalid(key("algorithms"), "list at least one algorithm"));
@@ -586,6 +625,22 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
             ));
         }
         attributes.push((name.clone(), split_path(&k, path, &mut errors)));
+    }
+    if let Some(name) = &raw.jwt.scopes_attribute {
+        let k = "jwt.scopes_attribute";
+        if matches!(name.as_str(), "roles" | "issuer") {
+            errors.push(invalid(k, format!("`{name}` is set by wardgate itself")));
+        } else if raw.jwt.attributes.contains_key(name) {
+            errors.push(invalid(
+                k,
+                format!("`{name}` is also set by `jwt.attributes.{name}`"),
+            ));
+        } else if !is_identifier(name) {
+            errors.push(invalid(
+                k,
+                format!("`{name}` is not a Cedar attribute name"),
+            ));
+        }
     }
 
     // policies
@@ -686,6 +741,7 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
                 leeway: Duration::from_secs(raw.jwt.leeway_seconds),
                 roles_claim,
                 attributes,
+                scopes_attribute: raw.jwt.scopes_attribute,
             },
             policies,
             entities_url: raw.entities_url,
@@ -695,6 +751,15 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
         }),
         _ => Err(errors),
     }
+}
+
+/// The OIDC discovery document of `issuer`: any trailing `/` trimmed, then
+/// `/.well-known/openid-configuration` appended (OpenID Connect Discovery 1.0 §4).
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
 }
 
 /// A Cedar identifier: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -772,6 +837,62 @@ audit:
             "{e}"
         );
         assert!(e.contains("`jwt.issuers[0].audiences`"), "{e}");
+    }
+
+    #[test]
+    fn discovery_is_read_from_the_issuer_url() {
+        let c = Config::from_yaml_str(
+            &GOOD
+                .replace(
+                    "jwks_file: jwks.json",
+                    "discovery: true\n      jwks_refresh_seconds: 60",
+                )
+                .replace("https://idp.example", "https://idp.example/realms/clinic/"),
+            Path::new("conf/wardgate.yaml"),
+        )
+        .expect("valid");
+        assert!(matches!(
+            &c.jwt.issuers[0].keys,
+            KeySource::Discovery(u)
+                if u == "https://idp.example/realms/clinic/.well-known/openid-configuration"
+        ));
+    }
+
+    #[test]
+    fn discovery_with_another_key_source_is_refused() {
+        let e = errors_of(&GOOD.replace(
+            "jwks_file: jwks.json",
+            "jwks_url: https://idp.example/jwks\n      discovery: true",
+        ));
+        assert!(e.contains("`jwt.issuers[0].discovery`"), "{e}");
+        let e = errors_of(&GOOD.replace("jwks_file", "discovery: true\n      jwks_file"));
+        assert!(e.contains("`jwt.issuers[0].discovery`"), "{e}");
+        let e = errors_of(
+            &GOOD
+                .replace("jwks_file: jwks.json", "discovery: true")
+                .replace("https://idp.example", "idp.example"),
+        );
+        assert!(
+            e.contains(
+                "`jwt.issuers[0].discovery`: the issuer `idp.example` is not an http(s) URL"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn scopes_attribute_must_be_a_free_cedar_name() {
+        let with =
+            |name: &str| GOOD.replace("jwt:\n", &format!("jwt:\n  scopes_attribute: \"{name}\"\n"));
+        assert_eq!(errors_of(&with("scopes")), "");
+        for bad in ["roles", "issuer", "my-scopes"] {
+            let e = errors_of(&with(bad));
+            assert!(e.contains("`jwt.scopes_attribute`"), "{bad}: {e}");
+        }
+        let e = errors_of(
+            &with("dept").replace("jwt:\n", "jwt:\n  attributes: { dept: department }\n"),
+        );
+        assert!(e.contains("`jwt.scopes_attribute`"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -38,6 +38,8 @@ pub enum KeySetError {
     },
     #[error("cannot fetch `{url}`: {message}")]
     Fetch { url: String, message: String },
+    #[error("OIDC discovery at `{url}` failed: {message}")]
+    Discovery { url: String, message: String },
     #[error("`{origin}` is not a JWKS document: {message}")]
     Parse { origin: String, message: String },
     #[error("`{origin}` holds no usable signing key")]
@@ -380,8 +382,16 @@ pub struct IssuerKeys {
     has_keys: AtomicBool,
     /// Held while fetching; remembers when the last fetch started.
     fetch: Mutex<Option<Instant>>,
+    /// With discovery: the `jwks_uri` once a discovery document has been accepted.
+    jwks_uri: OnceLock<String>,
     client: reqwest::Client,
     metrics: Metrics,
+}
+
+/// A fetched key set and how long its response said it may be cached.
+struct Loaded {
+    set: KeySet,
+    max_age: Option<Duration>,
 }
 
 impl IssuerKeys {
@@ -397,6 +407,7 @@ impl IssuerKeys {
             keys: ArcSwap::from_pointee(KeySet::default()),
             has_keys: AtomicBool::new(false),
             fetch: Mutex::new(None),
+            jwks_uri: OnceLock::new(),
             client,
             metrics,
         })
@@ -418,16 +429,16 @@ impl IssuerKeys {
         self.keys.load().get(kid)
     }
 
-    /// A file source must load now (a missing key file is a config error); a URL source is
-    /// fetched in the background until it answers, then refreshed on its schedule.
+    /// A file source must load now (a missing key file is a config error); a URL or discovery
+    /// source is fetched in the background until it answers, then refreshed on its schedule.
     pub async fn start(self: Arc<Self>) -> Result<(), KeySetError> {
         match &self.config.keys {
             KeySource::File(_) => {
-                let set = self.load().await?;
-                self.install(set);
+                let loaded = self.load().await?;
+                self.install(loaded.set);
                 *self.fetch.lock().await = Some(Instant::now());
             }
-            KeySource::Url(_) => {
+            KeySource::Url(_) | KeySource::Discovery(_) => {
                 let me = self.clone();
                 tokio::spawn(async move { me.refresh_loop().await });
             }
@@ -438,37 +449,39 @@ impl IssuerKeys {
     async fn refresh_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(250);
         loop {
-            let ok = self.refresh().await;
-            let wait = if ok {
-                backoff = Duration::from_millis(250);
-                self.config.jwks_refresh
-            } else if self.has_keys() {
+            let wait = match self.refresh().await {
+                Some(max_age) => {
+                    backoff = Duration::from_millis(250);
+                    refresh_interval(max_age, self.config.jwks_refresh)
+                }
                 // Keep the last good keys; try again sooner than the schedule.
-                Duration::from_secs(30).min(self.config.jwks_refresh)
-            } else {
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                backoff
+                None if self.has_keys() => Duration::from_secs(30).min(self.config.jwks_refresh),
+                None => {
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff
+                }
             };
             tokio::time::sleep(wait).await;
         }
     }
 
-    /// Fetches and installs; `false` (and a log line and metric) on failure.
-    async fn refresh(&self) -> bool {
+    /// Fetches and installs, giving the response's `max-age`; `None` (and a log line and
+    /// metric) on failure.
+    async fn refresh(&self) -> Option<Option<Duration>> {
         let mut last = self.fetch.lock().await;
         *last = Some(Instant::now());
         let result = self.load().await;
         drop(last);
         match result {
-            Ok(set) => {
+            Ok(loaded) => {
                 self.metrics.jwks_refresh("ok");
-                self.install(set);
-                true
+                self.install(loaded.set);
+                Some(loaded.max_age)
             }
             Err(e) => {
                 self.metrics.jwks_refresh("error");
                 tracing::warn!(issuer = %self.config.issuer, error = %e, "JWKS refresh failed; keeping the last good keys");
-                false
+                None
             }
         }
     }
@@ -485,9 +498,9 @@ impl IssuerKeys {
         }
         *last = Some(Instant::now());
         match self.load().await {
-            Ok(set) => {
+            Ok(loaded) => {
                 self.metrics.jwks_refresh("ok");
-                self.install(set);
+                self.install(loaded.set);
             }
             Err(e) => {
                 self.metrics.jwks_refresh("error");
@@ -504,7 +517,7 @@ impl IssuerKeys {
         self.has_keys.store(true, Ordering::Release);
     }
 
-    async fn load(&self) -> Result<KeySet, KeySetError> {
+    async fn load(&self) -> Result<Loaded, KeySetError> {
         match &self.config.keys {
             KeySource::File(path) => {
                 let origin = path.display().to_string();
@@ -514,32 +527,154 @@ impl IssuerKeys {
                         path: origin.clone(),
                         source,
                     })?;
-                KeySet::parse(&bytes, &origin)
+                Ok(Loaded {
+                    set: KeySet::parse(&bytes, &origin)?,
+                    max_age: None,
+                })
             }
-            KeySource::Url(url) => {
-                let fetch_err = |message: String| KeySetError::Fetch {
-                    url: url.clone(),
-                    message,
-                };
-                let mut resp = self
-                    .client
-                    .get(url)
-                    .header(http::header::ACCEPT, "application/json")
-                    .send()
-                    .await
-                    .map_err(|e| fetch_err(e.to_string()))?;
-                if !resp.status().is_success() {
-                    return Err(fetch_err(format!("status {}", resp.status())));
-                }
-                let mut body = Vec::new();
-                while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_err(e.to_string()))? {
-                    if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                        return Err(fetch_err("document larger than 1 MiB".into()));
+            KeySource::Url(url) => self.load_url(url).await,
+            KeySource::Discovery(url) => {
+                let jwks_uri = match self.jwks_uri.get() {
+                    Some(u) => u.clone(),
+                    None => {
+                        let u = self.discover(url).await?;
+                        tracing::info!(issuer = %self.config.issuer, jwks_uri = %u, "OIDC discovery done");
+                        self.jwks_uri.get_or_init(|| u).clone()
                     }
-                    body.extend_from_slice(&chunk);
-                }
-                KeySet::parse(&body, url)
+                };
+                self.load_url(&jwks_uri).await
             }
         }
+    }
+
+    /// Reads the issuer's discovery document: its `issuer` must be the configured one exactly
+    /// (OpenID Connect Discovery 1.0 §4.3) and its `jwks_uri` an http(s) URL, https when the
+    /// issuer is https.
+    async fn discover(&self, url: &str) -> Result<String, KeySetError> {
+        #[derive(Deserialize)]
+        struct Doc {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let (body, _) = self.get(url).await?;
+        let doc: Doc = serde_json::from_slice(&body).map_err(|e| KeySetError::Discovery {
+            url: url.to_owned(),
+            message: format!("not an OpenID provider configuration: {e}"),
+        })?;
+        let bad = |message: String| KeySetError::Discovery {
+            url: url.to_owned(),
+            message,
+        };
+        if doc.issuer != self.config.issuer {
+            return Err(bad(format!(
+                "it names the issuer `{}`, not the configured `{}`",
+                doc.issuer, self.config.issuer
+            )));
+        }
+        let scheme_ok = match reqwest::Url::parse(&doc.jwks_uri) {
+            Ok(u) if u.scheme() == "https" => true,
+            Ok(u) if u.scheme() == "http" => !self.config.issuer.starts_with("https:"),
+            _ => false,
+        };
+        if !scheme_ok {
+            return Err(bad(format!(
+                "its `jwks_uri` `{}` is not an acceptable http(s) URL",
+                doc.jwks_uri
+            )));
+        }
+        Ok(doc.jwks_uri)
+    }
+
+    async fn load_url(&self, url: &str) -> Result<Loaded, KeySetError> {
+        let (body, max_age) = self.get(url).await?;
+        Ok(Loaded {
+            set: KeySet::parse(&body, url)?,
+            max_age,
+        })
+    }
+
+    /// GETs a JSON document of at most 1 MiB; gives its body and `Cache-Control: max-age`.
+    async fn get(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), KeySetError> {
+        let fetch_err = |message: String| KeySetError::Fetch {
+            url: url.to_owned(),
+            message,
+        };
+        let mut resp = self
+            .client
+            .get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| fetch_err(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(fetch_err(format!("status {}", resp.status())));
+        }
+        let max_age = resp
+            .headers()
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(max_age);
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_err(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(fetch_err("document larger than 1 MiB".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, max_age))
+    }
+}
+
+/// The shortest time a `Cache-Control: max-age` may set between two scheduled refreshes.
+pub const MIN_REFRESH: Duration = Duration::from_secs(10);
+
+/// The wait before the next scheduled refresh: the response's `max-age` bounded to
+/// [`MIN_REFRESH`]..=`configured`, or `configured` without one.
+pub fn refresh_interval(max_age: Option<Duration>, configured: Duration) -> Duration {
+    match max_age {
+        Some(m) => m.max(MIN_REFRESH).min(configured),
+        None => configured,
+    }
+}
+
+/// The `max-age` directive of one `Cache-Control` header value.
+fn max_age(value: &str) -> Option<Duration> {
+    value.split(',').find_map(|d| {
+        let (name, v) = d.trim().split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("max-age") {
+            return None;
+        }
+        v.trim()
+            .trim_matches('"')
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+    })
+}
+
+#[cfg(test)]
+mod refresh_tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            max_age("public, max-age=3600, must-revalidate"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(max_age("Max-Age=\"60\""), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("no-cache"), None);
+        assert_eq!(max_age("max-age=soon"), None);
+    }
+
+    #[test]
+    fn max_age_is_bounded_by_ten_seconds_and_the_configured_refresh() {
+        let five_min = Duration::from_secs(300);
+        let s = Duration::from_secs;
+        assert_eq!(refresh_interval(Some(s(1)), five_min), s(10));
+        assert_eq!(refresh_interval(Some(s(60)), five_min), s(60));
+        assert_eq!(refresh_interval(Some(s(86_400)), five_min), five_min);
+        assert_eq!(refresh_interval(None, five_min), five_min);
     }
 }

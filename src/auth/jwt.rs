@@ -372,7 +372,7 @@ fn build_principal(
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err(TokenError::BadRoles),
     };
-    let attributes = auth
+    let mut attributes: Vec<(String, AttrValue)> = auth
         .attributes
         .iter()
         .filter_map(|(name, path)| {
@@ -381,6 +381,9 @@ fn build_principal(
                 .map(|v| (name.clone(), v))
         })
         .collect();
+    if let Some(name) = &auth.scopes_attribute {
+        attributes.push((name.clone(), AttrValue::Set(scopes(claims))));
+    }
     let mfa = matches!(claims.get("amr"), Some(Value::Array(a))
         if a.iter().any(|m| matches!(m.as_str(), Some("mfa" | "otp" | "hwk" | "swk"))));
     let issuer = auth
@@ -398,6 +401,30 @@ fn build_principal(
         issuer_index,
         kid: kid.to_owned(),
     })
+}
+
+/// The token's scopes: RFC 9068's space-separated `scope` string (or an array, as some
+/// issuers send), else Entra ID's `scp` (string) or Okta's `scp` (array). Anything else, and
+/// no claim, is no scope at all; duplicates are dropped.
+fn scopes(claims: &BTreeMap<String, Value>) -> Vec<AttrValue> {
+    let claim = claims.get("scope").or_else(|| claims.get("scp"));
+    let mut out: Vec<String> = match claim {
+        Some(Value::String(s)) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    out.sort();
+    out.dedup();
+    out.into_iter().map(AttrValue::String).collect()
 }
 
 /// Strings, integers, booleans and arrays of those become attributes; anything else is absent.

@@ -87,6 +87,7 @@ pub struct Authenticator {
     leeway: u64,
     roles_claim: Vec<String>,
     attributes: Vec<(String, Vec<String>)>,
+    scopes_attribute: Option<String>,
     cache: Cache<[u8; 32], Arc<Principal>>,
     metrics: Metrics,
 }
@@ -126,6 +127,7 @@ impl Authenticator {
             leeway: cfg.leeway.as_secs(),
             roles_claim: cfg.roles_claim.clone(),
             attributes: cfg.attributes.clone(),
+            scopes_attribute: cfg.scopes_attribute.clone(),
             cache: Cache::builder()
                 .max_capacity(cache_entries)
                 .expire_after(UntilExp)

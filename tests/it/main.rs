@@ -22,6 +22,7 @@ mod audit_syslog;
 mod auth;
 mod cli;
 mod jwks;
+mod oidc;
 mod operations;
 mod policy;
 mod proxy;

@@ -101,6 +101,12 @@ impl FixtureBuilder {
         self
     }
 
+    /// Starts wardgate without waiting for `/readyz` (for tests where it must stay 503).
+    pub fn no_wait_ready(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
     /// Writes everything and starts the JWKS server and backend, but not wardgate.
     pub async fn prepare(self) -> Prepared {
         let dir = tempfile::tempdir().expect("temp dir");

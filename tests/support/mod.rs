@@ -7,6 +7,7 @@ pub mod collector;
 pub mod fixture;
 pub mod hostile;
 pub mod keys;
+pub mod oidc_provider;
 pub mod pki;
 pub mod process;
 pub mod raw;

@@ -174,6 +174,111 @@ impl JwksServer {
 
 // ---------------------------------------------------------------------------------------------
 
+/// An OpenID provider's discovery side: `{issuer}/.well-known/openid-configuration` and the
+/// `jwks_uri` it names, with a swappable JWKS, an optional `Cache-Control` on the JWKS, and
+/// counters. The issuer is `http://127.0.0.1:PORT/realms/clinic`; every other path is a 404.
+pub struct DiscoveryServer {
+    pub server: HttpServer,
+    jwks: Arc<Mutex<Value>>,
+    /// `issuer` in the discovery document, when it should lie about it.
+    claimed_issuer: Arc<Mutex<Option<String>>>,
+    cache_control: Arc<Mutex<Option<String>>>,
+    discovery_count: Arc<AtomicUsize>,
+    jwks_count: Arc<AtomicUsize>,
+}
+
+pub const DISCOVERY_REALM: &str = "/realms/clinic";
+
+impl DiscoveryServer {
+    pub async fn start(jwks: Value) -> DiscoveryServer {
+        let jwks = Arc::new(Mutex::new(jwks));
+        let claimed_issuer: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let cache_control: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let discovery_count = Arc::new(AtomicUsize::new(0));
+        let jwks_count = Arc::new(AtomicUsize::new(0));
+        let (j, ci, cc, dc, jc) = (
+            jwks.clone(),
+            claimed_issuer.clone(),
+            cache_control.clone(),
+            discovery_count.clone(),
+            jwks_count.clone(),
+        );
+        let handler: Handler = Arc::new(move |req| {
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let issuer = format!("http://{host}{DISCOVERY_REALM}");
+            let path = req.uri().path().to_owned();
+            let response = if path == format!("{DISCOVERY_REALM}/.well-known/openid-configuration")
+            {
+                dc.fetch_add(1, Ordering::SeqCst);
+                let claimed = ci.lock().unwrap().clone().unwrap_or_else(|| issuer.clone());
+                json_response(
+                    200,
+                    &json!({
+                        "issuer": claimed,
+                        "jwks_uri": format!("{issuer}/protocol/openid-connect/certs"),
+                        "token_endpoint": format!("{issuer}/protocol/openid-connect/token"),
+                        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+                    }),
+                )
+            } else if path == format!("{DISCOVERY_REALM}/protocol/openid-connect/certs") {
+                jc.fetch_add(1, Ordering::SeqCst);
+                let mut r = json_response(200, &j.lock().unwrap());
+                if let Some(v) = cc.lock().unwrap().clone() {
+                    r.headers_mut()
+                        .insert("cache-control", v.parse().expect("header value"));
+                }
+                r
+            } else {
+                json_response(404, &json!({ "error": "not found" }))
+            };
+            Box::pin(async move { response })
+        });
+        DiscoveryServer {
+            server: HttpServer::bind(handler).await,
+            jwks,
+            claimed_issuer,
+            cache_control,
+            discovery_count,
+            jwks_count,
+        }
+    }
+
+    /// The issuer URL, without a trailing `/`.
+    pub fn issuer(&self) -> String {
+        format!("http://{}{DISCOVERY_REALM}", self.server.addr)
+    }
+
+    /// Publishes this JWKS from now on.
+    pub fn set_jwks(&self, doc: Value) {
+        *self.jwks.lock().unwrap() = doc;
+    }
+
+    /// The discovery document names this issuer instead of the real one.
+    pub fn claim_issuer(&self, issuer: &str) {
+        *self.claimed_issuer.lock().unwrap() = Some(issuer.to_owned());
+    }
+
+    /// The JWKS response carries this `Cache-Control`.
+    pub fn set_cache_control(&self, value: &str) {
+        *self.cache_control.lock().unwrap() = Some(value.to_owned());
+    }
+
+    pub fn discovery_fetches(&self) -> usize {
+        self.discovery_count.load(Ordering::SeqCst)
+    }
+
+    pub fn jwks_fetches(&self) -> usize {
+        self.jwks_count.load(Ordering::SeqCst)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
 /// One request as the records backend received it.
 #[derive(Debug, Clone)]
 pub struct Received {
