@@ -100,7 +100,7 @@ fn personas() -> Vec<Persona> {
 /// Runs the demo until ctrl-c or SIGTERM.
 pub async fn run() -> anyhow::Result<()> {
     crate::install_crypto_provider();
-    let dir = std::env::temp_dir().join(format!("wardgate-demo-{}", std::process::id()));
+    let dir = demo_dir(std::process::id());
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies)
         .with_context(|| format!("cannot create `{}`", dir.display()))?;
@@ -253,7 +253,7 @@ async fn serve_backend(listener: tokio::net::TcpListener) {
     }
 }
 
-/// Where the demo keeps its files (for tests).
+/// Where the demo of process `pid` keeps its config, policies, key set and audit log.
 pub fn demo_dir(pid: u32) -> PathBuf {
     std::env::temp_dir().join(format!("wardgate-demo-{pid}"))
 }

@@ -379,6 +379,6 @@ pub fn summary(r: &Report) -> String {
 }
 
 /// Whether a path looks like a test file.
-pub fn is_case_file(p: &Path) -> bool {
+fn is_case_file(p: &Path) -> bool {
     p.extension().is_some_and(|x| x == "yaml" || x == "yml")
 }
