@@ -40,15 +40,7 @@ async fn a_candidate_set_is_decided_beside_the_enforced_one() {
         .unwrap();
     assert_eq!(dr.status(), 200);
 
-    let metrics = fx
-        .client
-        .get(fx.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = fx.metrics().await;
     assert!(
         metrics.contains(
             r#"wardgate_candidate_disagreements_total{action="ReadPatient",candidate="deny"} 1"#
@@ -155,15 +147,7 @@ async fn a_configmap_symlink_swap_reloads_the_policies() {
     })
     .await;
     assert!(locked, "the swapped ConfigMap was not in force within 6 s");
-    let metrics = fx
-        .client
-        .get(fx.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = fx.metrics().await;
     assert!(
         metrics.contains(r#"wardgate_policy_reloads_total{result="ok"} 2"#),
         "{metrics}"
@@ -235,16 +219,7 @@ async fn sighup_reloads_a_change_the_file_watch_cannot_see() {
 async fn shutdown_lets_a_slow_request_finish_and_audits_it() {
     let mut fx = fixture().start().await;
     fx.backend().set_delay(Duration::from_millis(1500));
-    let slow = {
-        let req = fx.get("/patients/p-1", &token("dr-ada", &["doctor"]));
-        tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
-    };
-    // Let it reach the backend, then begin the shutdown.
-    let reached = eventually(Duration::from_secs(3), || async {
-        !fx.backend().requests().is_empty()
-    })
-    .await;
-    assert!(reached);
+    let slow = fx.request_in_flight().await;
     let running = fx.take_running();
     let shutdown = tokio::spawn(running.shutdown());
 
@@ -275,15 +250,7 @@ async fn shutdown_lets_a_slow_request_finish_and_audits_it() {
 async fn a_request_outliving_the_grace_period_is_cut_and_still_audited() {
     let mut fx = fixture().set("limits.shutdown_grace_ms", 300).start().await;
     fx.backend().set_delay(Duration::from_secs(5));
-    let slow = {
-        let req = fx.get("/patients/p-1", &token("dr-ada", &["doctor"]));
-        tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
-    };
-    let reached = eventually(Duration::from_secs(3), || async {
-        !fx.backend().requests().is_empty()
-    })
-    .await;
-    assert!(reached);
+    let slow = fx.request_in_flight().await;
     let running = fx.take_running();
     tokio::time::timeout(Duration::from_secs(4), running.shutdown())
         .await
@@ -315,15 +282,7 @@ async fn a_cached_decision_never_outlives_a_policy_reload() {
             200
         );
     }
-    let metrics = fx
-        .client
-        .get(fx.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = fx.metrics().await;
     assert!(
         metrics.contains(r#"wardgate_decision_cache_total{result="hit"} 2"#),
         "{metrics}"
@@ -388,24 +347,8 @@ async fn one_token_gets_a_fresh_decision_for_each_different_request() {
 async fn a_request_in_flight_during_a_reload_completes_on_its_own_set() {
     let fx = fixture().start().await;
     fx.backend().set_delay(Duration::from_millis(2500));
-    let slow = {
-        let req = fx.get("/patients/p-1", &token("dr-ada", &["doctor"]));
-        tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
-    };
-    let reached = eventually(Duration::from_secs(3), || async {
-        !fx.backend().requests().is_empty()
-    })
-    .await;
-    assert!(reached);
-    let metrics = fx
-        .client
-        .get(fx.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let slow = fx.request_in_flight().await;
+    let metrics = fx.metrics().await;
     assert!(
         metrics
             .lines()

@@ -243,6 +243,30 @@ impl Fixture {
             .header("authorization", format!("Bearer {token}"))
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        resp.text().await.expect("metrics text")
+    }
+
+    /// Sends dr-ada's `GET /patients/p-1` in the background and returns once the backend has it
+    /// (the backend should be slow, so that the request stays in flight).
+    pub async fn request_in_flight(&self) -> tokio::task::JoinHandle<reqwest::Result<u16>> {
+        let req = self.get("/patients/p-1", &super::token("dr-ada", &["doctor"]));
+        let handle = tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) });
+        let reached = super::eventually(Duration::from_secs(3), || async {
+            !self.backend().requests().is_empty()
+        })
+        .await;
+        assert!(reached, "the request never reached the backend");
+        handle
+    }
+
     /// A raw request to the proxy listener (see [`raw::request`]).
     pub async fn raw(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> RawResponse {
         raw::request(self.proxy, method, target, headers).await
