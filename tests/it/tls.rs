@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::json;
 
+use crate::support::fixture::Fixture;
 use crate::support::pki::{client_trusting, Ca};
 use crate::support::*;
 
@@ -151,39 +152,55 @@ async fn tls_backend(ca: &Ca, client_ca: Option<&Ca>) -> (SocketAddr, Arc<Atomic
 
 use rustls::pki_types::pem::PemObject;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_https_upstream_is_trusted_through_the_configured_ca() {
-    let ca = Ca::new("backend-ca");
-    let (addr, served) = tls_backend(&ca, None).await;
-    let fx = fixture()
-        .file("certs/backend-ca.pem", &ca.pem())
+/// wardgate in front of the HTTPS backend at `addr`, with `files` written beside its config and
+/// `upstream_tls` as given.
+async fn behind_https(
+    addr: SocketAddr,
+    files: &[(&str, &str)],
+    upstream_tls: serde_json::Value,
+) -> Fixture {
+    let mut b = fixture()
         .set("upstream", format!("https://127.0.0.1:{}", addr.port()))
-        .set("upstream_tls", json!({"ca_file": "certs/backend-ca.pem"}))
-        .start()
-        .await;
+        .set("upstream_tls", upstream_tls);
+    for (name, text) in files {
+        b = b.file(name, text);
+    }
+    b.start().await
+}
+
+/// The status dr-ada gets for `GET /patients/p-1`.
+async fn doctor_status(fx: &Fixture) -> u16 {
     let resp = fx
         .get("/patients/p-1", &token("dr-ada", &["doctor"]))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
+    resp.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_trusted_through_the_configured_ca() {
+    let ca = Ca::new("backend-ca");
+    let (addr, served) = tls_backend(&ca, None).await;
+    let fx = behind_https(
+        addr,
+        &[("certs/backend-ca.pem", &ca.pem())],
+        json!({"ca_file": "certs/backend-ca.pem"}),
+    )
+    .await;
+    assert_eq!(doctor_status(&fx).await, 200);
     assert_eq!(served.load(Ordering::SeqCst), 1);
     fx.finish().await;
 
     // Trusting another CA, the same upstream is refused: 502, nothing served.
     let other = Ca::new("someone-else");
-    let fx = fixture()
-        .file("certs/other-ca.pem", &other.pem())
-        .set("upstream", format!("https://127.0.0.1:{}", addr.port()))
-        .set("upstream_tls", json!({"ca_file": "certs/other-ca.pem"}))
-        .start()
-        .await;
-    let resp = fx
-        .get("/patients/p-1", &token("dr-ada", &["doctor"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 502);
+    let fx = behind_https(
+        addr,
+        &[("certs/other-ca.pem", &other.pem())],
+        json!({"ca_file": "certs/other-ca.pem"}),
+    )
+    .await;
+    assert_eq!(doctor_status(&fx).await, 502);
     assert_eq!(served.load(Ordering::SeqCst), 1);
     let (records, _) = fx.finish().await;
     assert_eq!(records.last().unwrap()["status"], 502);
@@ -195,38 +212,28 @@ async fn a_client_certificate_is_presented_to_an_upstream_that_demands_one() {
     let clients = Ca::new("client-ca");
     let (addr, served) = tls_backend(&ca, Some(&clients)).await;
     let me = clients.leaf("wardgate");
-    let with_cert = fixture()
-        .file("certs/backend-ca.pem", &ca.pem())
-        .file("certs/client.crt", &me.cert_pem)
-        .file("certs/client.key", &me.key_pem)
-        .set("upstream", format!("https://127.0.0.1:{}", addr.port()))
-        .set(
-            "upstream_tls",
-            json!({"ca_file": "certs/backend-ca.pem", "cert_file": "certs/client.crt", "key_file": "certs/client.key"}),
-        )
-        .start()
-        .await;
-    let resp = with_cert
-        .get("/patients/p-1", &token("dr-ada", &["doctor"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let ca_pem = ca.pem();
+    let with_cert = behind_https(
+        addr,
+        &[
+            ("certs/backend-ca.pem", &ca_pem),
+            ("certs/client.crt", &me.cert_pem),
+            ("certs/client.key", &me.key_pem),
+        ],
+        json!({"ca_file": "certs/backend-ca.pem", "cert_file": "certs/client.crt", "key_file": "certs/client.key"}),
+    )
+    .await;
+    assert_eq!(doctor_status(&with_cert).await, 200);
     assert_eq!(served.load(Ordering::SeqCst), 1);
     with_cert.finish().await;
 
-    let without = fixture()
-        .file("certs/backend-ca.pem", &ca.pem())
-        .set("upstream", format!("https://127.0.0.1:{}", addr.port()))
-        .set("upstream_tls", json!({"ca_file": "certs/backend-ca.pem"}))
-        .start()
-        .await;
-    let resp = without
-        .get("/patients/p-1", &token("dr-ada", &["doctor"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 502);
+    let without = behind_https(
+        addr,
+        &[("certs/backend-ca.pem", &ca_pem)],
+        json!({"ca_file": "certs/backend-ca.pem"}),
+    )
+    .await;
+    assert_eq!(doctor_status(&without).await, 502);
     assert_eq!(served.load(Ordering::SeqCst), 1);
     without.finish().await;
 }

@@ -26,6 +26,16 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `wardgate test --config CONFIG PATH`.
+fn policy_tests(config: &Path, path: &Path) -> Output {
+    wardgate(&[
+        "test",
+        "--config",
+        &config.display().to_string(),
+        &path.display().to_string(),
+    ])
+}
+
 fn shipped_config() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/wardgate.yaml")
@@ -75,12 +85,7 @@ async fn a_wrong_expectation_fails_with_its_name_and_exit_1() {
         .prepare()
         .await;
     let cases = p.dir.path().join("cases");
-    let o = wardgate(&[
-        "test",
-        "--config",
-        &p.config_path.display().to_string(),
-        &cases.display().to_string(),
-    ]);
+    let o = policy_tests(&p.config_path, &cases);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -99,12 +104,7 @@ async fn a_malformed_test_file_names_file_and_key() {
         .prepare()
         .await;
     let cases = p.dir.path().join("cases/bad.yaml");
-    let o = wardgate(&[
-        "test",
-        "--config",
-        &p.config_path.display().to_string(),
-        &cases.display().to_string(),
-    ]);
+    let o = policy_tests(&p.config_path, &cases);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(out.contains("bad.yaml") && out.contains("tokn"), "{out}");
