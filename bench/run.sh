@@ -4,6 +4,8 @@
 #
 #   bash bench/run.sh            # build, install what is missing, run every target, print a table
 #   DURATION=5 bash bench/run.sh # shorter runs
+#   TARGETS="nginx wardgate" bash bench/run.sh     # only some targets (ratios need nginx)
+#   PERF_DIR=/some/dir bash bench/run.sh           # also `perf record` each wardgate run there
 #
 # Installs (by package name, when missing): wrk nginx haproxy. Stops what it started, by PID.
 set -euo pipefail
@@ -161,7 +163,14 @@ run() {
     local name=$1 port=$2 conc=$3 pid=${4:-}
     taskset -c 1 wrk -t1 -c"$conc" -d"${WARMUP}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/patients/42" >/dev/null
     local t0=0; [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+    local perf_pid=
+    if [ -n "$pid" ] && [ -n "${PERF_DIR:-}" ]; then
+        mkdir -p "$PERF_DIR"
+        perf record -q -e cpu-clock -g -p "$pid" -o "$PERF_DIR/$name-$conc.data" 2>/dev/null &
+        perf_pid=$!
+    fi
     local out; out=$(taskset -c 1 wrk -t1 -c"$conc" -d"${DURATION}s" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/patients/42")
+    [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
     local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     local reqs; reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
@@ -177,12 +186,14 @@ run() {
     fi
 }
 
+TARGETS=${TARGETS:-backend nginx haproxy-jwt wardgate wardgate-nocache}
+selected() { [[ " $TARGETS " == *" $1 "* ]]; }
 for c in 16 64; do
-    run backend $BACKEND $c
-    run nginx $NGINX_PROXY $c
-    run haproxy-jwt $HAPROXY_PORT $c
-    run wardgate $WG $c $WG_PID
-    run wardgate-nocache $WG_NOCACHE $c $WG_NC_PID
+    selected backend && run backend $BACKEND $c
+    selected nginx && run nginx $NGINX_PROXY $c
+    selected haproxy-jwt && run haproxy-jwt $HAPROXY_PORT $c
+    selected wardgate && run wardgate $WG $c $WG_PID
+    selected wardgate-nocache && run wardgate-nocache $WG_NOCACHE $c $WG_NC_PID
 done
 LOAD_RSS=$(rss_kib $WG_PID)
 
@@ -205,12 +216,13 @@ wait $HOLDER || true
 
 printf '\n%-18s %6s %10s %9s %9s %10s %12s\n' target conc req/s p50 p99 "CPU µs/req" "vs nginx"
 for c in 16 64; do
-    for t in backend nginx haproxy-jwt wardgate wardgate-nocache; do
-        ratio=$(python3 -c "print(f'{${RPS[$t/$c]}/${RPS[nginx/$c]}:.2f}x')")
+    for t in $TARGETS; do
+        ratio=-
+        [ -z "${RPS[nginx/$c]:-}" ] || ratio=$(python3 -c "print(f'{${RPS[$t/$c]}/${RPS[nginx/$c]}:.2f}x')")
         printf '%-18s %6s %10s %9s %9s %10s %12s\n' "$t" "$c" "${RPS[$t/$c]}" "${P50[$t/$c]}" "${P99[$t/$c]}" "${CPU[$t/$c]}" "$ratio"
     done
 done
-python3 -c "print(f'\nwardgate-nocache vs HAProxy jwt_verify: c=16 {${RPS[wardgate-nocache/16]}/${RPS[haproxy-jwt/16]}:.2f}x, c=64 {${RPS[wardgate-nocache/64]}/${RPS[haproxy-jwt/64]}:.2f}x')"
+selected wardgate-nocache && selected haproxy-jwt && python3 -c "print(f'\nwardgate-nocache vs HAProxy jwt_verify: c=16 {${RPS[wardgate-nocache/16]}/${RPS[haproxy-jwt/16]}:.2f}x, c=64 {${RPS[wardgate-nocache/64]}/${RPS[haproxy-jwt/64]}:.2f}x')"
 echo
 echo "wardgate RSS: idle ${IDLE_RSS} KiB, after the load runs ${LOAD_RSS} KiB, holding 1,000 idle keep-alive connections ${CONN_RSS} KiB"
 # Every request left a record: stop wardgate (which flushes the trail), count, verify the chain

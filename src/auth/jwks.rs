@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
@@ -109,6 +109,16 @@ pub struct VerifyingKey {
     family: Family,
     /// The JWK's own `alg`, when it names one.
     alg: Option<Algorithm>,
+    /// The key material as ring takes it, decoded once when the JWKS is loaded.
+    material: Material,
+}
+
+/// Public key bytes in the form ring's verifiers read them.
+enum Material {
+    /// Big-endian modulus and exponent, leading zeros stripped.
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// An uncompressed SEC1 point (`04 ‖ x ‖ y`) or an Ed25519 public key.
+    Point(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +164,42 @@ impl VerifyingKey {
 
     pub fn decoding_key(&self) -> &DecodingKey {
         &self.key
+    }
+
+    /// Checks `signature` over `message` with ring (the same primitives rustls uses here).
+    /// jsonwebtoken's `rust_crypto` verifier rebuilds the RSA modulus' Montgomery form in
+    /// portable big-integer code on every call, several times the cost of ring's assembly.
+    /// The caller has checked [`VerifyingKey::accepts`]; an algorithm that does not fit the
+    /// material fails.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        use ring::signature as sig;
+        match &self.material {
+            Material::Rsa { n, e } => {
+                let params: &sig::RsaParameters = match alg {
+                    Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                    Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                    Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                    Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                    Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+                    Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+                    _ => return false,
+                };
+                sig::RsaPublicKeyComponents { n, e }
+                    .verify(params, message, signature)
+                    .is_ok()
+            }
+            Material::Point(point) => {
+                let params: &dyn sig::VerificationAlgorithm = match (alg, self.family) {
+                    (Algorithm::ES256, Family::P256) => &sig::ECDSA_P256_SHA256_FIXED,
+                    (Algorithm::ES384, Family::P384) => &sig::ECDSA_P384_SHA384_FIXED,
+                    (Algorithm::EdDSA, Family::Ed25519) => &sig::ED25519,
+                    _ => return false,
+                };
+                sig::UnparsedPublicKey::new(params, point)
+                    .verify(message, signature)
+                    .is_ok()
+            }
+        }
     }
 }
 
@@ -311,13 +357,26 @@ fn usable_key(raw: &serde_json::Value) -> Result<VerifyingKey, KeySkip> {
         }
     }
     let key = DecodingKey::from_jwk(&jwk).map_err(|_| KeySkip::InvalidKey)?;
-    // Building a verifier decodes the key material: an EC point must lie on its curve, an
-    // Ed25519 point must decompress.
-    let provider =
-        jsonwebtoken::crypto::CryptoProvider::try_get_default().ok_or(KeySkip::Unsupported)?;
-    (provider.verifier_factory)(&family.probe_algorithm(), &key)
-        .map_err(|_| KeySkip::InvalidKey)?;
-    Ok(VerifyingKey { key, family, alg })
+    // Building a RustCrypto verifier decodes the key material once, here: an EC point must lie
+    // on its curve, an Ed25519 point must decompress. Signatures are then checked with ring.
+    (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.verifier_factory)(
+        &family.probe_algorithm(),
+        &key,
+    )
+    .map_err(|_| KeySkip::InvalidKey)?;
+    let material = match key.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, e } => Material::Rsa {
+            n: strip_leading_zeros(n).to_vec(),
+            e: strip_leading_zeros(e).to_vec(),
+        },
+        DecodingKeyKind::SecretOrDer(bytes) => Material::Point(bytes.clone()),
+    };
+    Ok(VerifyingKey {
+        key,
+        family,
+        alg,
+        material,
+    })
 }
 
 /// The RSA modulus is 2048 to 8192 bits and the public exponent is 65537.

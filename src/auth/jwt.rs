@@ -1,5 +1,6 @@
-//! The token rules. jsonwebtoken checks the signature; everything around it is checked here,
-//! because the library accepts what a clinic must not: `crit`, any `typ`, `jku`/`x5u`/`jwk`
+//! The token rules. jsonwebtoken reads the keys and ring checks the signature (see
+//! [`VerifyingKey::verify`]); everything around it is checked here, because the library
+//! accepts what a clinic must not: `crit`, any `typ`, `jku`/`x5u`/`jwk`
 //! headers, an `iss` array, an `iat` in the future, duplicate claim keys (last one wins).
 //!
 //! Three stages, each a plain function: [`preparse`] (size, shape, header rules — no key, no
@@ -184,14 +185,13 @@ fn check_signature(
     if !key.accepts(alg) {
         return Err(TokenError::AlgorithmNotAllowed);
     }
-    match jsonwebtoken::crypto::verify(
-        parts.signature_b64,
-        parts.signing_input.as_bytes(),
-        key.decoding_key(),
-        alg,
-    ) {
-        Ok(true) => Ok(()),
-        Ok(false) | Err(_) => Err(TokenError::BadSignature),
+    let signature = URL_SAFE_NO_PAD
+        .decode(parts.signature_b64)
+        .map_err(|_| TokenError::BadSignature)?;
+    if key.verify(alg, parts.signing_input.as_bytes(), &signature) {
+        Ok(())
+    } else {
+        Err(TokenError::BadSignature)
     }
 }
 
