@@ -128,9 +128,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A tokio runtime for a command: multi-threaded to serve, one thread for the offline tools.
+/// A tokio runtime for a command: one worker per CPU the process may use to serve (the count
+/// honours CPU affinity and a cgroup CPU quota); one thread when that is a single CPU (a
+/// sidecar's usual limit, where a work-stealing scheduler only adds cross-thread wake-ups)
+/// and for the offline tools.
 fn runtime(what: &str, serve: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut b = if serve {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut b = if serve && cpus > 1 {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()

@@ -273,6 +273,8 @@ fn load_set(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
         }
     };
     let policy_count = ids.len();
+    let request_misfits =
+        super::request_misfits(&schema, routes, &action_uids, &type_names, &user_type);
     Ok(Loaded {
         snapshot: PolicySnapshot {
             index: super::index::PolicyIndex::new(&policies, &schema, &role_type),
@@ -281,6 +283,7 @@ fn load_set(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
             version,
             action_uids,
             type_names,
+            request_misfits,
             user_type,
             role_type,
             policy_count,
@@ -325,7 +328,7 @@ fn plain(path: &Path, message: String) -> Finding {
 }
 
 /// The error and its causes, joined with `: `.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -215,3 +215,71 @@ async fn shadow_mode_records_the_deny_and_forwards_anyway() {
     assert_eq!(r["mode"], "shadow");
     assert_eq!(r["status"], 200);
 }
+
+/// Only the principal is checked against the schema per request (static and fetched entities
+/// are checked when loaded); a claim of the wrong type still denies, before any policy runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_attribute_of_the_wrong_type_is_an_invalid_request() {
+    let fx = fixture().start().await;
+    let mut good = claims("dr-ada", &["doctor"]);
+    good.insert("department".into(), json!("cardiology"));
+    let mut bad = claims("dr-ada", &["doctor"]);
+    bad.insert("department".into(), json!(42));
+
+    let ok = fx.get("/patients/p-1", &rs256(&good)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let refused = fx.get("/patients/p-1", &rs256(&bad)).send().await.unwrap();
+    let id = expect_problem(refused, 403).await;
+
+    let (records, _) = fx.finish().await;
+    let r = record_by_id(&records, &id);
+    assert_eq!(r["decision"], "deny");
+    assert_eq!(r["reason"], "invalid_request");
+    assert_eq!(r["policies"], json!([]));
+    let errors = r["errors"].to_string();
+    assert!(errors.contains("department"), "{errors}");
+}
+
+/// Whether a route's requests fit the schema is worked out once at load; a context type that
+/// wardgate's requests can never satisfy denies every request of the route, with Cedar's reason,
+/// with or without a break-glass reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_context_the_schema_does_not_accept_denies_every_request_of_the_route() {
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/clinic.cedarschema"),
+    )
+    .unwrap();
+    let schema = shipped.replace(
+        "    client_ip: ipaddr,",
+        "    client_ip: ipaddr,\n    ticket: String,",
+    );
+    assert_ne!(schema, shipped, "the schema's context changed");
+    let fx = fixture()
+        .file("policies/clinic.cedarschema", &schema)
+        .start()
+        .await;
+    let t = token("dr-ada", &["doctor"]);
+    let plain = fx.get("/patients/p-1", &t).send().await.unwrap();
+    let plain_id = expect_problem(plain, 403).await;
+    let glass = fx
+        .get("/patients/p-1", &t)
+        .header("x-break-glass", "arrest")
+        .send()
+        .await
+        .unwrap();
+    let glass_id = expect_problem(glass, 403).await;
+
+    let forwarded = fx.backend().forwarded();
+    let (records, _) = fx.finish().await;
+    assert!(forwarded.is_empty());
+    for id in [&plain_id, &glass_id] {
+        let r = record_by_id(&records, id);
+        assert_eq!(r["reason"], "invalid_request");
+        let errors = r["errors"].to_string();
+        assert!(
+            errors.contains("request does not fit the schema"),
+            "{errors}"
+        );
+        assert!(errors.contains("ReadPatient"), "{errors}");
+    }
+}
