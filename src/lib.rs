@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod routes;
 pub mod tester;
 pub mod tls;
+pub mod upstream;
 
 /// Selects rustls' ring provider for every TLS client in the process (idempotent).
 pub fn install_crypto_provider() {

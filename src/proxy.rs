@@ -18,9 +18,7 @@ use http::header::{HeaderName, CONNECTION};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use ipnet::IpNet;
 
 use crate::audit::queue::Slot;
@@ -31,9 +29,10 @@ use crate::error::Refusal;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyEngine, RequestFacts};
 use crate::routes::{check_target, RouteTable};
+use crate::upstream::{Pool, PooledBody};
 
 /// What the proxy answers with: the upstream's streaming body or a small body of our own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
 const X_BREAK_GLASS: &str = "x-break-glass";
 /// More header fields than this is a 431 (hyper's own cap, far above, is the backstop).
@@ -136,7 +135,7 @@ pub struct Gateway {
     upstream: Upstream,
     trusted_proxies: Vec<IpNet>,
     limits: Limits,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>,
+    pool: Arc<Pool>,
     draining: AtomicBool,
 }
 
@@ -148,28 +147,15 @@ impl Gateway {
         auditor: Auditor,
         metrics: Metrics,
     ) -> Result<Self, crate::tls::TlsError> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.limits.upstream_connect_timeout));
-        connector.set_nodelay(true);
         // `https` (with the CA and client certificate configured) when the upstream says so;
         // an `http` upstream never sees TLS and needs no roots.
-        connector.enforce_http(false);
         let tls = if config.upstream.scheme == http::uri::Scheme::HTTPS {
-            crate::tls::client_config(&config.upstream_tls)?
+            Some(crate::tls::client_config(&config.upstream_tls)?)
         } else {
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
+            None
         };
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.limits.upstream_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let pool = Pool::new(&config.upstream, tls, &config.limits)?;
+        pool.spawn_reaper();
         Ok(Self {
             auth,
             engine,
@@ -180,7 +166,7 @@ impl Gateway {
             upstream: config.upstream.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             limits: config.limits.clone(),
-            client,
+            pool,
             draining: AtomicBool::new(false),
         })
     }
@@ -349,11 +335,8 @@ impl Gateway {
             &decision_id,
         );
         let sent = Instant::now();
-        let result = tokio::time::timeout(
-            self.limits.upstream_timeout,
-            self.client.request(upstream_req),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(self.limits.upstream_timeout, self.pool.send(upstream_req)).await;
         let refusal = match result {
             Ok(Ok(mut resp)) => {
                 let status = resp.status().as_u16();
@@ -416,14 +399,24 @@ impl Gateway {
         decision_id: &str,
     ) -> Request<Incoming> {
         let (mut parts, body) = req.into_parts();
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(self.upstream.scheme.clone());
-        uri.authority = Some(self.upstream.authority.clone());
-        uri.path_and_query = parts.uri.path_and_query().cloned();
-        if let Ok(u) = http::Uri::from_parts(uri) {
-            parts.uri = u;
+        // Origin form (`/path?query`), as HTTP/1.1 sends it to an origin server; a client's
+        // absolute form loses its scheme and authority here.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let mut uri = http::uri::Parts::default();
+            uri.path_and_query = parts.uri.path_and_query().cloned();
+            if let Ok(u) = http::Uri::from_parts(uri) {
+                parts.uri = u;
+            }
         }
+        // A proxy sends its own HTTP version (RFC 9110 §6.2).
+        parts.version = http::Version::HTTP_11;
         let h = &mut parts.headers;
+        if !h.contains_key(http::header::HOST) {
+            // HTTP/1.0 needs no Host; HTTP/1.1 to the upstream does.
+            if let Ok(v) = HeaderValue::from_str(self.upstream.authority.as_str()) {
+                h.insert(http::header::HOST, v);
+            }
+        }
         strip_hop_by_hop(h);
         let trusted = self.trusted_proxies.iter().any(|n| n.contains(&client_ip));
         strip_identity(h, trusted);

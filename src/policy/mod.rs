@@ -501,9 +501,13 @@ fn request_entities(
     // the schema here (static entities were checked when loaded, fetched ones when fetched;
     // checking them again per request cost most of a decision). The schema also supplies the
     // action entities.
+    let fit = |e: cedar_policy::entities_errors::EntitiesError| {
+        format!("entities do not fit the schema: {}", load::chain(&e))
+    };
     Entities::from_entities(std::iter::once(principal_entity), Some(&snap.schema))
-        .and_then(|es| es.add_entities(out.into_values(), None))
-        .map_err(|e| format!("entities do not fit the schema: {}", load::chain(&e)))
+        .map_err(fit)?
+        .add_entities(out.into_values(), None)
+        .map_err(fit)
 }
 
 fn restricted(v: &AttrValue) -> RestrictedExpression {
