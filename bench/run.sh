@@ -6,6 +6,7 @@
 #   DURATION=5 bash bench/run.sh # shorter runs
 #   TARGETS="nginx wardgate" bash bench/run.sh     # only some targets (ratios need nginx)
 #   PERF_DIR=/some/dir bash bench/run.sh           # also `perf record` each wardgate run there
+#   STRACE_DIR=/some/dir bash bench/run.sh         # or count its system calls (slows it down)
 #
 # Installs (by package name, when missing): wrk nginx haproxy. Stops what it started, by PID.
 set -euo pipefail
@@ -42,8 +43,11 @@ TOKEN=$(cat "$WORK/token")
 BACKEND=18081; NGINX_PROXY=18082; HAPROXY_PORT=18083
 WG=18084; WG_ADMIN=18085; WG_NOCACHE=18086; WG_NOCACHE_ADMIN=18087
 
-# The backend: nginx answering ~200 bytes of JSON; the plain proxy: nginx with keep-alive.
-mkdir -p "$WORK/nginx"
+# The backend: nginx answering ~200 bytes of JSON; the plain proxy: a second nginx with
+# keep-alive to it. Two processes, as wardgate and HAProxy are processes of their own: one nginx
+# serving both ports would hand each request from proxy to backend inside one event loop, with
+# none of the context switches every other proxy here pays on the shared core.
+mkdir -p "$WORK/nginx" "$WORK/nginx-proxy"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -53,7 +57,6 @@ events { worker_connections 4096; }
 http {
     access_log off;
     keepalive_requests 1000000;
-    upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
     server {
         listen 127.0.0.1:$BACKEND;
         location / {
@@ -61,6 +64,18 @@ http {
             return 200 '{"id":"42","name":"Ada Lovelace","born":"1815-12-10","ward":"cardiology","care_team":["dr-ada"],"restricted":false,"notes":3,"updated":"2026-12-04T10:00:00Z","source":"records-api"}';
         }
     }
+}
+EOF
+cat >"$WORK/nginx-proxy/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx-proxy/nginx.pid;
+error_log $WORK/nginx-proxy/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
     server {
         listen 127.0.0.1:$NGINX_PROXY;
         location / {
@@ -72,6 +87,8 @@ http {
 }
 EOF
 taskset -c 0 "$NGINX" -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+PIDS+=($!)
+taskset -c 0 "$NGINX" -c "$WORK/nginx-proxy/nginx.conf" -p "$WORK/nginx-proxy" &
 PIDS+=($!)
 
 cat >"$WORK/haproxy.cfg" <<EOF
@@ -167,6 +184,10 @@ run() {
     if [ -n "$pid" ] && [ -n "${PERF_DIR:-}" ]; then
         mkdir -p "$PERF_DIR"
         perf record -q -e cpu-clock -g -p "$pid" -o "$PERF_DIR/$name-$conc.data" 2>/dev/null &
+        perf_pid=$!
+    elif [ -n "$pid" ] && [ -n "${STRACE_DIR:-}" ]; then
+        mkdir -p "$STRACE_DIR"
+        strace -c -f -p "$pid" -o "$STRACE_DIR/$name-$conc.txt" 2>/dev/null &
         perf_pid=$!
     fi
     local out; out=$(taskset -c 1 wrk -t1 -c"$conc" -d"${DURATION}s" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/patients/42")
