@@ -18,10 +18,8 @@ struct Inner {
     registry: Registry,
     requests: IntCounterVec,
     decision_seconds: Histogram,
-    upstream_seconds: HistogramVec,
     jwt_failures: IntCounterVec,
     jwks_refreshes: IntCounterVec,
-    token_cache: IntCounterVec,
     entity_cache: IntCounterVec,
     policy_reloads: IntCounterVec,
     policy_info: IntGaugeVec,
@@ -34,7 +32,31 @@ struct Inner {
     in_flight: IntGauge,
     connections: IntGauge,
     candidate_disagreements: IntCounterVec,
-    decision_cache: IntCounterVec,
+    /// The series every request touches, looked up once here rather than per request (a
+    /// label lookup hashes the values and takes a lock).
+    hot: Hot,
+}
+
+struct Hot {
+    allowed: IntCounter,
+    token_cache: [IntCounter; 2],
+    decision_cache: [IntCounter; 2],
+    upstream: [Histogram; UPSTREAM_CLASSES.len()],
+}
+
+/// The `status` label of `upstream_seconds`.
+const UPSTREAM_CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "502", "504", "5xx"];
+
+fn upstream_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        502 => 4,
+        504 => 5,
+        _ => 6,
+    }
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -119,13 +141,39 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable_metric("audit_records_lost_total"));
         let _ = r.register(Box::new(audit_lost.clone()));
+        let requests = counter_vec(
+            &r,
+            "requests_total",
+            "Requests by decision and reason",
+            &["decision", "reason"],
+        );
+        let token_cache = counter_vec(
+            &r,
+            "token_cache_total",
+            "Verified-token cache lookups",
+            &["result"],
+        );
+        let decision_cache = counter_vec(
+            &r,
+            "decision_cache_total",
+            "Decision cache lookups",
+            &["result"],
+        );
+        let hits = |v: &IntCounterVec| {
+            [
+                v.with_label_values(&["miss"]),
+                v.with_label_values(&["hit"]),
+            ]
+        };
+        let hot = Hot {
+            allowed: requests.with_label_values(&["allow", "allow"]),
+            token_cache: hits(&token_cache),
+            decision_cache: hits(&decision_cache),
+            upstream: UPSTREAM_CLASSES.map(|c| upstream_seconds.with_label_values(&[c])),
+        };
         let inner = Inner {
-            requests: counter_vec(
-                &r,
-                "requests_total",
-                "Requests by decision and reason",
-                &["decision", "reason"],
-            ),
+            hot,
+            requests,
             jwt_failures: counter_vec(
                 &r,
                 "jwt_failures_total",
@@ -136,12 +184,6 @@ impl Metrics {
                 &r,
                 "jwks_refreshes_total",
                 "JWKS loads by result",
-                &["result"],
-            ),
-            token_cache: counter_vec(
-                &r,
-                "token_cache_total",
-                "Verified-token cache lookups",
                 &["result"],
             ),
             entity_cache: counter_vec(
@@ -174,10 +216,8 @@ impl Metrics {
                 "Requests the candidate policy set decided differently, by action and candidate decision",
                 &["action", "candidate"],
             ),
-            decision_cache: counter_vec(&r, "decision_cache_total", "Decision cache lookups", &["result"]),
             registry: r,
             decision_seconds,
-            upstream_seconds,
             policy_info,
             audit_queue_depth,
             audit_lost,
@@ -192,28 +232,22 @@ impl Metrics {
     }
 
     pub fn request(&self, decision: &str, reason: &str) {
-        self.inner
-            .requests
-            .with_label_values(&[decision, reason])
-            .inc();
+        if decision == "allow" && reason == "allow" {
+            self.inner.hot.allowed.inc();
+        } else {
+            self.inner
+                .requests
+                .with_label_values(&[decision, reason])
+                .inc();
+        }
     }
     pub fn decision_time(&self, seconds: f64) {
         self.inner.decision_seconds.observe(seconds);
     }
     pub fn upstream_time(&self, status: u16, seconds: f64) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            502 => "502",
-            504 => "504",
-            _ => "5xx",
-        };
-        self.inner
-            .upstream_seconds
-            .with_label_values(&[class])
-            .observe(seconds);
+        if let Some(h) = self.inner.hot.upstream.get(upstream_class(status)) {
+            h.observe(seconds);
+        }
     }
     /// `action` is a route's configured action name, never request input.
     pub fn candidate_disagreement(&self, action: &str, candidate_allowed: bool) {
@@ -230,16 +264,18 @@ impl Metrics {
         self.inner.jwks_refreshes.with_label_values(&[result]).inc();
     }
     pub fn token_cache(&self, hit: bool) {
-        let label = if hit { "hit" } else { "miss" };
-        self.inner.token_cache.with_label_values(&[label]).inc();
+        if let Some(c) = self.inner.hot.token_cache.get(usize::from(hit)) {
+            c.inc();
+        }
     }
     pub fn entity_cache(&self, hit: bool) {
         let label = if hit { "hit" } else { "miss" };
         self.inner.entity_cache.with_label_values(&[label]).inc();
     }
     pub fn decision_cache(&self, hit: bool) {
-        let label = if hit { "hit" } else { "miss" };
-        self.inner.decision_cache.with_label_values(&[label]).inc();
+        if let Some(c) = self.inner.hot.decision_cache.get(usize::from(hit)) {
+            c.inc();
+        }
     }
     pub fn policy_reload(&self, result: &str) {
         self.inner.policy_reloads.with_label_values(&[result]).inc();

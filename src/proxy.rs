@@ -7,6 +7,7 @@
 //! The record is written by an [`AuditGuard`] so that even a request whose client goes away
 //! mid-flight is recorded.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -205,7 +206,7 @@ impl Gateway {
                 decision_id,
                 decision: "deny".into(),
                 mode: self.mode.as_str().into(),
-                method: req.method().as_str().into(),
+                method: method_name(req.method()),
                 path: req.uri().path().into(),
                 client_ip: peer.ip().to_string(),
                 // Until the request ends otherwise: the client went away.
@@ -228,7 +229,7 @@ impl Gateway {
         let decision_id = guard.decision_id().to_owned();
         let refuse = |guard: &mut AuditGuard<'_>, r: Refusal| -> Response<ProxyBody> {
             let resp: Response<ProxyBody> = r.response(&decision_id).map(Either::Right);
-            guard.finish(resp.status().as_u16(), Some(r.reason()));
+            guard.finish(resp.status().as_u16(), Some(r.reason().into()));
             resp
         };
 
@@ -342,7 +343,7 @@ impl Gateway {
                 let status = resp.status().as_u16();
                 self.metrics.upstream_time(status, started_secs(sent));
                 strip_hop_by_hop(resp.headers_mut());
-                guard.finish(status, shadow_reason.as_deref());
+                guard.finish(status, shadow_reason);
                 return resp.map(Either::Left);
             }
             Ok(Err(e)) => {
@@ -357,7 +358,7 @@ impl Gateway {
         let resp: Response<ProxyBody> = refusal.response(&decision_id).map(Either::Right);
         guard.finish(
             resp.status().as_u16(),
-            Some(shadow_reason.as_deref().unwrap_or(refusal.reason())),
+            Some(shadow_reason.unwrap_or_else(|| refusal.reason().into())),
         );
         resp
     }
@@ -451,6 +452,24 @@ impl Gateway {
     }
 }
 
+/// The method's name, without a copy for the standard ones.
+fn method_name(m: &http::Method) -> Cow<'static, str> {
+    use http::Method;
+    let known: &'static str = match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => return Cow::Owned(m.as_str().to_owned()),
+    };
+    Cow::Borrowed(known)
+}
+
 fn started_secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
@@ -459,38 +478,45 @@ fn started_secs(t: Instant) -> f64 {
 /// no method or URL override header, `Transfer-Encoding` only as one plain `chunked`, no body
 /// on GET or HEAD.
 fn head_rules<B>(req: &Request<B>) -> Result<(), &'static str> {
-    let hosts = req.headers().get_all(http::header::HOST).iter().count();
+    // One pass over the fields (a lookup by name parses and hashes it; a request has few
+    // fields), then the rules in their order of precedence.
+    let mut hosts = 0usize;
+    let mut override_header = false;
+    let mut codings = 0usize;
+    let mut plain_chunked = false;
+    let mut content_length: Option<&HeaderValue> = None;
+    for (name, value) in req.headers() {
+        match name.as_str() {
+            "host" => hosts += 1,
+            "transfer-encoding" => {
+                codings += 1;
+                // hyper reads any coding list that ends in `chunked`; anything but one plain
+                // `chunked` is an obfuscation attempt (RFC 9112 §6.1: chunked is never applied
+                // twice).
+                plain_chunked = codings == 1
+                    && value
+                        .to_str()
+                        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+            }
+            "content-length" => {
+                content_length.get_or_insert(value);
+            }
+            n => override_header |= OVERRIDE_HEADERS.contains(&n),
+        }
+    }
     if hosts > 1 || (hosts == 0 && req.version() == http::Version::HTTP_11) {
         return Err("bad_request: host");
     }
-    if OVERRIDE_HEADERS
-        .iter()
-        .any(|n| req.headers().contains_key(*n))
-    {
+    if override_header {
         return Err("bad_request: override_header");
     }
-    // hyper reads any coding list that ends in `chunked`; anything but one plain `chunked` is
-    // an obfuscation attempt (RFC 9112 §6.1: chunked is never applied twice).
-    let mut codings = req
-        .headers()
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter();
-    if let Some(first) = codings.next() {
-        let plain = first
-            .to_str()
-            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
-        if !plain || codings.next().is_some() {
-            return Err("bad_request: transfer_encoding");
-        }
+    if codings > 0 && !(codings == 1 && plain_chunked) {
+        return Err("bad_request: transfer_encoding");
     }
     // A GET or HEAD body has no meaning, and a backend that ignores its framing would read it
     // as the next request.
     if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
-        let has_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
-            || req
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0");
+        let has_body = codings > 0 || content_length.is_some_and(|v| v.as_bytes() != b"0");
         if has_body {
             return Err("bad_request: body_not_allowed");
         }
@@ -543,20 +569,27 @@ fn break_glass_reason(h: &HeaderMap) -> Result<Option<String>, &'static str> {
     Ok((!text.is_empty()).then(|| text.to_owned()))
 }
 
-/// Removes hop-by-hop headers and every header named in `Connection`.
+/// Removes hop-by-hop headers and every header named in `Connection`, in one pass over the
+/// fields rather than a lookup per name (most messages carry none of them).
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    let mut gone: Vec<HeaderName> = Vec::new();
+    for (name, value) in h.iter() {
+        if name == CONNECTION {
+            gone.extend(
+                value
+                    .to_str()
+                    .ok()
+                    .into_iter()
+                    .flat_map(|v| v.split(','))
+                    .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+            );
+        }
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            gone.push(name.clone());
+        }
     }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
+    for n in gone {
+        h.remove(n);
     }
 }
 
@@ -576,10 +609,10 @@ impl AuditGuard<'_> {
         self.record.as_ref().map_or("", |r| r.decision_id.as_str())
     }
 
-    fn finish(&mut self, status: u16, reason: Option<&str>) {
+    fn finish(&mut self, status: u16, reason: Option<Cow<'static, str>>) {
         if let Some(rec) = self.record.as_mut() {
             rec.status = status;
-            rec.reason = reason.map(str::to_owned);
+            rec.reason = reason;
         }
         self.write();
     }

@@ -30,6 +30,7 @@ pub mod spool;
 pub mod verify;
 mod writer;
 
+use std::borrow::Cow;
 use std::io;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
@@ -47,7 +48,9 @@ use queue::{Gate, Slot, Unavailable};
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// One decision, as the SPEC's audit record. Field order is alphabetical on purpose: it makes
-/// serde's compact output the RFC 8785 canonical form.
+/// serde's compact output the RFC 8785 canonical form. The fields whose values come from a
+/// fixed vocabulary (`decision`, `method`, `mode`, `reason`) borrow it rather than allocate a
+/// copy per request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     pub action: Option<String>,
@@ -57,21 +60,21 @@ pub struct DecisionRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub candidate_decision: Option<String>,
     pub client_ip: String,
-    pub decision: String,
+    pub decision: Cow<'static, str>,
     pub decision_id: String,
     pub errors: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hash: Option<String>,
     pub latency_us: u64,
-    pub method: String,
+    pub method: Cow<'static, str>,
     pub mfa: bool,
-    pub mode: String,
+    pub mode: Cow<'static, str>,
     pub path: String,
     pub policies: Vec<String>,
     pub policy_version: Option<String>,
     pub prev_hash: String,
     pub principal: Option<String>,
-    pub reason: Option<String>,
+    pub reason: Option<Cow<'static, str>>,
     pub resource: Option<String>,
     pub roles: Vec<String>,
     pub seq: u64,
