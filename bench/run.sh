@@ -34,14 +34,16 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet --bin wardgate --example bare_forwarder
 WARDGATE="$TARGET_DIR/release/wardgate"
+BARE="$TARGET_DIR/release/examples/bare_forwarder"
 
 python3 bench/mint.py "$WORK" >/dev/null
 TOKEN=$(cat "$WORK/token")
 
 BACKEND=18081; NGINX_PROXY=18082; HAPROXY_PORT=18083
 WG=18084; WG_ADMIN=18085; WG_NOCACHE=18086; WG_NOCACHE_ADMIN=18087
+BARE_LEGACY=18088; BARE_POOL=18089
 
 # The backend: nginx answering ~200 bytes of JSON; the plain proxy: a second nginx with
 # keep-alive to it. Two processes, as wardgate and HAProxy are processes of their own: one nginx
@@ -50,6 +52,7 @@ WG=18084; WG_ADMIN=18085; WG_NOCACHE=18086; WG_NOCACHE_ADMIN=18087
 mkdir -p "$WORK/nginx" "$WORK/nginx-proxy"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes 1;
+master_process off;   # one process: its CPU time is the proxy's
 daemon off;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
@@ -68,6 +71,7 @@ http {
 EOF
 cat >"$WORK/nginx-proxy/nginx.conf" <<EOF
 worker_processes 1;
+master_process off;   # one process: its CPU time is the proxy's
 daemon off;
 pid $WORK/nginx-proxy/nginx.pid;
 error_log $WORK/nginx-proxy/error.log warn;
@@ -89,7 +93,7 @@ EOF
 taskset -c 0 "$NGINX" -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 taskset -c 0 "$NGINX" -c "$WORK/nginx-proxy/nginx.conf" -p "$WORK/nginx-proxy" &
-PIDS+=($!)
+NGINX_PROXY_PID=$!; PIDS+=($NGINX_PROXY_PID)
 
 cat >"$WORK/haproxy.cfg" <<EOF
 global
@@ -113,7 +117,7 @@ backend be
     server s1 127.0.0.1:$BACKEND
 EOF
 taskset -c 0 "$HAPROXY" -f "$WORK/haproxy.cfg" -db &
-PIDS+=($!)
+HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
 
 # wardgate: the shipped policies plus patient 42 in dr-ada's care team; a file audit sink.
 mkdir -p "$WORK/policies"
@@ -158,13 +162,19 @@ write_config "$WORK/wg.yaml" $WG $WG_ADMIN "  max_header_bytes: 16384"
 # "A new token on every request": nothing cached, every request pays verification and Cedar.
 write_config "$WORK/wg-nocache.yaml" $WG_NOCACHE $WG_NOCACHE_ADMIN "  token_cache_entries: 0
   decision_cache_entries: 0"
+# The forwarding path alone (examples/bare_forwarder.rs): hyper-util's legacy Client, the
+# textbook forwarder; and wardgate's own upstream pool with nothing else of wardgate around it.
+taskset -c 0 "$BARE" "127.0.0.1:$BARE_LEGACY" "127.0.0.1:$BACKEND" legacy &
+BARE_LEGACY_PID=$!; PIDS+=($BARE_LEGACY_PID)
+taskset -c 0 "$BARE" "127.0.0.1:$BARE_POOL" "127.0.0.1:$BACKEND" pool &
+BARE_POOL_PID=$!; PIDS+=($BARE_POOL_PID)
 WARDGATE_LOG=warn taskset -c 0 "$WARDGATE" run --config "$WORK/wg.yaml" 2>"$WORK/wg.log" &
 WG_PID=$!; PIDS+=($WG_PID)
 WARDGATE_LOG=warn taskset -c 0 "$WARDGATE" run --config "$WORK/wg-nocache.yaml" 2>"$WORK/wg-nocache.log" &
 WG_NC_PID=$!; PIDS+=($WG_NC_PID)
 
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-for p in $BACKEND $NGINX_PROXY $HAPROXY_PORT $WG $WG_NOCACHE; do wait_port "$p"; done
+for p in $BACKEND $NGINX_PROXY $HAPROXY_PORT $BARE_LEGACY $BARE_POOL $WG $WG_NOCACHE; do wait_port "$p"; done
 for p in $WG $WG_NOCACHE; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$p/patients/42")
     [ "$code" = 200 ] || { echo "wardgate on $p answered $code, not 200"; cat "$WORK"/wg*.log; exit 1; }
@@ -180,12 +190,13 @@ run() {
     local name=$1 port=$2 conc=$3 pid=${4:-}
     taskset -c 1 wrk -t1 -c"$conc" -d"${WARMUP}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/patients/42" >/dev/null
     local t0=0; [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
-    local perf_pid=
-    if [ -n "$pid" ] && [ -n "${PERF_DIR:-}" ]; then
+    local perf_pid= traced=
+    [[ $name == wardgate* ]] && traced=$pid
+    if [ -n "$traced" ] && [ -n "${PERF_DIR:-}" ]; then
         mkdir -p "$PERF_DIR"
         perf record -q -e cpu-clock -g -p "$pid" -o "$PERF_DIR/$name-$conc.data" 2>/dev/null &
         perf_pid=$!
-    elif [ -n "$pid" ] && [ -n "${STRACE_DIR:-}" ]; then
+    elif [ -n "$traced" ] && [ -n "${STRACE_DIR:-}" ]; then
         mkdir -p "$STRACE_DIR"
         strace -c -f -p "$pid" -o "$STRACE_DIR/$name-$conc.txt" 2>/dev/null &
         perf_pid=$!
@@ -207,12 +218,14 @@ run() {
     fi
 }
 
-TARGETS=${TARGETS:-backend nginx haproxy-jwt wardgate wardgate-nocache}
+TARGETS=${TARGETS:-backend nginx haproxy-jwt bare-hyper bare-pool wardgate wardgate-nocache}
 selected() { [[ " $TARGETS " == *" $1 "* ]]; }
 for c in 16 64; do
     selected backend && run backend $BACKEND $c
-    selected nginx && run nginx $NGINX_PROXY $c
-    selected haproxy-jwt && run haproxy-jwt $HAPROXY_PORT $c
+    selected nginx && run nginx $NGINX_PROXY $c $NGINX_PROXY_PID
+    selected haproxy-jwt && run haproxy-jwt $HAPROXY_PORT $c $HAPROXY_PID
+    selected bare-hyper && run bare-hyper $BARE_LEGACY $c $BARE_LEGACY_PID
+    selected bare-pool && run bare-pool $BARE_POOL $c $BARE_POOL_PID
     selected wardgate && run wardgate $WG $c $WG_PID
     selected wardgate-nocache && run wardgate-nocache $WG_NOCACHE $c $WG_NC_PID
 done
@@ -235,6 +248,7 @@ sleep 2.5
 CONN_RSS=$(rss_kib $WG_PID)
 wait $HOLDER || true
 
+# CPU µs/req: the proxy process's own user + system time per request (not the backend's).
 printf '\n%-18s %6s %10s %9s %9s %10s %12s\n' target conc req/s p50 p99 "CPU µs/req" "vs nginx"
 for c in 16 64; do
     for t in $TARGETS; do
