@@ -133,6 +133,10 @@ pub struct PolicyEngine {
     decisions: Option<moka::sync::Cache<DecisionKey, Arc<Decision>>>,
     /// Numbers snapshots, so that a reload makes every cached decision unreachable.
     generations: std::sync::atomic::AtomicU64,
+    /// `ip("…")` expressions by client address: cedar-policy builds each one by running its
+    /// policy parser on the name `ip` (about 4 µs, a quarter of a decision); a sidecar sees
+    /// few client addresses.
+    client_ips: moka::sync::Cache<IpAddr, RestrictedExpression>,
 }
 
 /// Everything a decision depends on besides the snapshot's own files: the principal (the very
@@ -196,6 +200,7 @@ impl PolicyEngine {
                 metrics,
                 decisions: None,
                 generations: std::sync::atomic::AtomicU64::new(1),
+                client_ips: moka::sync::Cache::new(4096),
             },
             loaded.warnings,
         ))
@@ -243,6 +248,12 @@ impl PolicyEngine {
             cache.insert(key, d.clone());
         }
         d
+    }
+
+    /// The client address as a Cedar `ipaddr` expression.
+    fn ip_expression(&self, ip: IpAddr) -> RestrictedExpression {
+        self.client_ips
+            .get_with(ip, || RestrictedExpression::new_ip(ip.to_string()))
     }
 
     /// The snapshot in force; a request takes it once and uses it throughout.
@@ -383,10 +394,11 @@ impl PolicyEngine {
             decision.errors.push(misfit.clone());
             return decision;
         }
-        let request = match context(facts, principal.mfa).and_then(|ctx| {
-            Request::new(principal_uid, action_uid.clone(), resource_uid, ctx, None)
-                .map_err(|e| format!("request does not fit the schema: {e}"))
-        }) {
+        let request = match context(facts, principal.mfa, self.ip_expression(facts.client_ip))
+            .and_then(|ctx| {
+                Request::new(principal_uid, action_uid.clone(), resource_uid, ctx, None)
+                    .map_err(|e| format!("request does not fit the schema: {e}"))
+            }) {
             Ok(r) => r,
             Err(e) => {
                 decision.errors.push(e);
@@ -557,7 +569,8 @@ pub(crate) fn request_misfits(
                 client_ip: IpAddr::from([127, 0, 0, 1]),
                 break_glass_reason: reason,
             };
-            let checked = context(&facts, false).and_then(|ctx| {
+            let ip = RestrictedExpression::new_ip(facts.client_ip.to_string());
+            let checked = context(&facts, false, ip).and_then(|ctx| {
                 Request::new(
                     EntityUid::from_type_name_and_id(user_type.clone(), EntityId::new("sample")),
                     action.clone(),
@@ -588,7 +601,11 @@ pub(crate) fn request_misfits(
     misfits
 }
 
-fn context(facts: &RequestFacts<'_>, mfa: bool) -> Result<Context, String> {
+fn context(
+    facts: &RequestFacts<'_>,
+    mfa: bool,
+    client_ip: RestrictedExpression,
+) -> Result<Context, String> {
     let mut pairs = vec![
         (
             "method".to_owned(),
@@ -603,10 +620,7 @@ fn context(facts: &RequestFacts<'_>, mfa: bool) -> Result<Context, String> {
             "break_glass".to_owned(),
             RestrictedExpression::new_bool(facts.break_glass_reason.is_some()),
         ),
-        (
-            "client_ip".to_owned(),
-            RestrictedExpression::new_ip(facts.client_ip.to_string()),
-        ),
+        ("client_ip".to_owned(), client_ip),
     ];
     if let Some(reason) = facts.break_glass_reason {
         pairs.push((
