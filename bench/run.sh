@@ -7,6 +7,7 @@
 #   TARGETS="nginx wardgate" bash bench/run.sh     # only some targets (ratios need nginx)
 #   PERF_DIR=/some/dir bash bench/run.sh           # also `perf record` each wardgate run there
 #   STRACE_DIR=/some/dir bash bench/run.sh         # or count its system calls (slows it down)
+#   SOAK=0 bash bench/run.sh                       # skip the 60 s RSS-over-time run
 #
 # Installs (by package name, when missing): wrk nginx haproxy. Stops what it started, by PID.
 set -euo pipefail
@@ -231,6 +232,16 @@ for c in 16 64; do
 done
 LOAD_RSS=$(rss_kib $WG_PID)
 
+# RSS over a sustained load (SOAK seconds, default 60; 0 skips): sampled every 10 s.
+SOAK=${SOAK:-60}
+SOAK_RSS=()
+if [ "$SOAK" -gt 0 ] && selected wardgate; then
+    taskset -c 1 wrk -t1 -c64 -d"${SOAK}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$WG/patients/42" >/dev/null &
+    SOAK_WRK=$!
+    for _ in $(seq $((SOAK / 10))); do sleep 10; SOAK_RSS+=("$(rss_kib $WG_PID)"); done
+    wait $SOAK_WRK || true
+fi
+
 # 1,000 idle keep-alive connections.
 python3 - $WG "$TOKEN" <<'EOF' &
 import socket, sys, time
@@ -260,6 +271,7 @@ done
 selected wardgate-nocache && selected haproxy-jwt && python3 -c "print(f'\nwardgate-nocache vs HAProxy jwt_verify: c=16 {${RPS[wardgate-nocache/16]}/${RPS[haproxy-jwt/16]}:.2f}x, c=64 {${RPS[wardgate-nocache/64]}/${RPS[haproxy-jwt/64]}:.2f}x')"
 echo
 echo "wardgate RSS: idle ${IDLE_RSS} KiB, after the load runs ${LOAD_RSS} KiB, holding 1,000 idle keep-alive connections ${CONN_RSS} KiB"
+[ ${#SOAK_RSS[@]} -eq 0 ] || echo "wardgate RSS every 10 s of a ${SOAK} s run at c=64: ${SOAK_RSS[*]} KiB"
 # Every request left a record: stop wardgate (which flushes the trail), count, verify the chain
 # across the rotated files (oldest first, the active file last: the glob sorts them so).
 kill $WG_PID $WG_NC_PID; wait $WG_PID $WG_NC_PID 2>/dev/null || true

@@ -108,6 +108,25 @@ fn tokens(c: &mut Criterion) {
             b.iter(|| black_box(wardgate::auth::jwt::verify_jws(&set, &algs, token).is_ok()))
         });
     }
+    // For comparison: the same RS256 check through jsonwebtoken's RustCrypto provider, which
+    // wardgate used before (it rebuilds the modulus' Montgomery form in portable code per call).
+    let (message, signature) = rs_token.rsplit_once('.').expect("three parts");
+    let rust_crypto_key = jsonwebtoken::DecodingKey::from_rsa_raw_components(
+        &keys::keys().rsa_n,
+        &keys::keys().rsa_e,
+    );
+    let verify_rust_crypto = || {
+        jsonwebtoken::crypto::verify(
+            signature,
+            message.as_bytes(),
+            &rust_crypto_key,
+            jsonwebtoken::Algorithm::RS256,
+        )
+    };
+    assert!(verify_rust_crypto().expect("verifies"));
+    group.bench_function("RS256 via jsonwebtoken rust_crypto", |b| {
+        b.iter(|| black_box(verify_rust_crypto().is_ok()))
+    });
     group.finish();
 }
 
