@@ -31,3 +31,4 @@ mod routing;
 mod streaming;
 mod tls;
 mod tooling;
+mod upstream;
