@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::support::fixture::FixtureBuilder;
 use crate::support::*;
 
 /// How the upstream treats a connection after answering.
@@ -79,6 +80,11 @@ impl Upstream {
         }
     }
 
+    /// A wardgate in front of this upstream.
+    fn fixture(&self) -> FixtureBuilder {
+        fixture().set("upstream", format!("http://{}", self.addr))
+    }
+
     fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
@@ -91,10 +97,7 @@ impl Upstream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_share_one_upstream_connection() {
     let up = Upstream::start(AfterAnswer::KeepAlive).await;
-    let fx = fixture()
-        .set("upstream", format!("http://{}", up.addr))
-        .start()
-        .await;
+    let fx = up.fixture().start().await;
     let t = token("dr-ada", &["doctor"]);
     for i in 0..20 {
         let resp = fx.get("/patients/p-1", &t).send().await.unwrap();
@@ -113,10 +116,7 @@ async fn sequential_requests_share_one_upstream_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_closes_its_connections_costs_no_request() {
     let up = Upstream::start(AfterAnswer::Close).await;
-    let fx = fixture()
-        .set("upstream", format!("http://{}", up.addr))
-        .start()
-        .await;
+    let fx = up.fixture().start().await;
     let t = token("dr-ada", &["doctor"]);
     for i in 0..10 {
         let resp = fx.get("/patients/p-1", &t).send().await.unwrap();
@@ -133,8 +133,8 @@ async fn an_upstream_that_closes_its_connections_costs_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_idle_past_the_idle_timeout_are_not_reused() {
     let up = Upstream::start(AfterAnswer::KeepAlive).await;
-    let fx = fixture()
-        .set("upstream", format!("http://{}", up.addr))
+    let fx = up
+        .fixture()
         .set("limits.upstream_idle_timeout_ms", 200)
         .start()
         .await;
