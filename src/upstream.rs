@@ -160,11 +160,15 @@ impl Pool {
         idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < self.idle_timeout);
     }
 
-    /// Closes expired idle connections every idle timeout, for as long as the pool exists.
+    /// Closes expired idle connections every idle timeout, for as long as the pool exists
+    /// (outside a runtime there is nothing to run it on; checkout still skips them).
     pub fn spawn_reaper(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let pool = Arc::downgrade(self);
         let every = self.idle_timeout.max(Duration::from_secs(1));
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 match pool.upgrade() {
