@@ -439,7 +439,8 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
     let upstream = match raw.upstream.parse::<http::Uri>() {
         Ok(uri) => match (uri.scheme(), uri.authority(), uri.path()) {
             (Some(s), Some(a), "/" | "")
-                if s == &http::uri::Scheme::HTTP || s == &http::uri::Scheme::HTTPS =>
+                if (s == &http::uri::Scheme::HTTP || s == &http::uri::Scheme::HTTPS)
+                    && !a.as_str().contains('@') =>
             {
                 Some(Upstream {
                     scheme: s.clone(),
@@ -450,7 +451,7 @@ fn check(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Confi
                 errors.push(invalid(
                     "upstream",
                     format!(
-                        "`{}` must be `http(s)://host:port` with no path",
+                        "`{}` must be `http(s)://host:port` with no path and no credentials",
                         raw.upstream
                     ),
                 ));

@@ -412,15 +412,17 @@ impl Gateway {
         // A proxy sends its own HTTP version (RFC 9110 §6.2).
         parts.version = http::Version::HTTP_11;
         let h = &mut parts.headers;
+        strip_hop_by_hop(h);
+        let trusted = self.trusted_proxies.iter().any(|n| n.contains(&client_ip));
+        strip_identity(h, trusted);
         if !h.contains_key(http::header::HOST) {
-            // HTTP/1.0 needs no Host; HTTP/1.1 to the upstream does.
+            // An HTTP/1.0 client needs no Host (and `Connection: host` removes one); HTTP/1.1
+            // to the upstream needs it. The config refuses credentials in `upstream`, so the
+            // authority is host and port.
             if let Ok(v) = HeaderValue::from_str(self.upstream.authority.as_str()) {
                 h.insert(http::header::HOST, v);
             }
         }
-        strip_hop_by_hop(h);
-        let trusted = self.trusted_proxies.iter().any(|n| n.contains(&client_ip));
-        strip_identity(h, trusted);
         // The token rules keep control characters out of both; UTF-8 goes through as is.
         if let Ok(v) = HeaderValue::from_bytes(subject.as_bytes()) {
             h.insert("x-wardgate-subject", v);

@@ -5,7 +5,8 @@
 //! connection goes back to the pool when its response body has been read to the end (or when
 //! the body is dropped after it ended), never while it is still streaming; a body dropped
 //! half-read takes its connection with it. A request that a pooled connection could not even
-//! start writing (the upstream closed it while it sat idle) is retried once on a new one.
+//! start writing (the upstream closed it while it sat idle) is sent again on the next idle
+//! connection, or a new one; a request any byte of which was written is never sent again.
 //! Compared with hyper-util's legacy `Client` this does per request no origin lookup, no
 //! absolute-URI round trip and no spawned task to watch a connection become idle again.
 
@@ -70,6 +71,11 @@ impl Pool {
             .unwrap_or(if https { 443 } else { 80 });
         let host = upstream.authority.host();
         let tls = match tls {
+            None if https => {
+                return Err(crate::tls::TlsError::Config(
+                    "an https upstream needs a TLS client configuration".into(),
+                ))
+            }
             Some(mut cfg) if https => {
                 cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
                 // `[::1]` is the authority's form of an IPv6 address; the name is without brackets.

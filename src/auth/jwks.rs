@@ -340,12 +340,18 @@ fn usable_key(raw: &serde_json::Value) -> Result<VerifyingKey, KeySkip> {
             check_rsa(&rsa.n, &rsa.e)?;
             Family::Rsa
         }
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => Family::P256,
-            EllipticCurve::P384 => Family::P384,
-            _ => return Err(KeySkip::Unsupported),
-        },
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let (family, len) = match ec.curve {
+                EllipticCurve::P256 => (Family::P256, 32),
+                EllipticCurve::P384 => (Family::P384, 48),
+                _ => return Err(KeySkip::Unsupported),
+            };
+            check_coordinate(&ec.x, len)?;
+            check_coordinate(&ec.y, len)?;
+            family
+        }
         AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            check_coordinate(&okp.x, 32)?;
             Family::Ed25519
         }
         AlgorithmParameters::OctetKey(_) => return Err(KeySkip::Symmetric),
@@ -377,6 +383,15 @@ fn usable_key(raw: &serde_json::Value) -> Result<VerifyingKey, KeySkip> {
         alg,
         material,
     })
+}
+
+/// A curve coordinate (or an Ed25519 public key) is exactly `len` bytes: the verifiers slice
+/// it, and a point of another size is no point on the curve.
+fn check_coordinate(b64: &str, len: usize) -> Result<(), KeySkip> {
+    match URL_SAFE_NO_PAD.decode(b64.as_bytes()) {
+        Ok(bytes) if bytes.len() == len => Ok(()),
+        _ => Err(KeySkip::InvalidKey),
+    }
 }
 
 /// The RSA modulus is 2048 to 8192 bits and the public exponent is 65537.
@@ -735,5 +750,31 @@ mod refresh_tests {
         assert_eq!(refresh_interval(Some(s(60)), five_min), s(60));
         assert_eq!(refresh_interval(Some(s(86_400)), five_min), five_min);
         assert_eq!(refresh_interval(None, five_min), five_min);
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    fn okp(x: &[u8]) -> serde_json::Value {
+        serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "kid": "k", "x": URL_SAFE_NO_PAD.encode(x) })
+    }
+
+    /// A coordinate of the wrong size is an invalid key, never a panic in the verifier's
+    /// constructor (which slices it) nor a key that would silently reject every signature.
+    #[test]
+    fn curve_keys_of_the_wrong_size_are_skipped() {
+        // RFC 8032 §7.1, test 1.
+        let ed = hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+            .unwrap();
+        assert!(usable_key(&okp(&ed)).is_ok());
+        assert_eq!(usable_key(&okp(&ed[..16])).err(), Some(KeySkip::InvalidKey));
+        let mut long = ed.clone();
+        long.push(0);
+        assert_eq!(usable_key(&okp(&long)).err(), Some(KeySkip::InvalidKey));
+        let ec = serde_json::json!({ "kty": "EC", "crv": "P-256", "kid": "e",
+            "x": URL_SAFE_NO_PAD.encode([1u8; 31]), "y": URL_SAFE_NO_PAD.encode([1u8; 32]) });
+        assert_eq!(usable_key(&ec).err(), Some(KeySkip::InvalidKey));
     }
 }

@@ -27,7 +27,10 @@ pub enum EntityFetchError {
 pub struct EntityResolver {
     template: String,
     client: reqwest::Client,
-    cache: Cache<(String, String), Arc<Vec<Entity>>>,
+    /// By policy generation, type and id: an answer was checked against the schema of the
+    /// snapshot that fetched it, and serves only that snapshot (a fetch still running when a
+    /// reload lands must not serve the new schema unchecked).
+    cache: Cache<(u64, String, String), Arc<Vec<Entity>>>,
     metrics: Metrics,
 }
 
@@ -86,7 +89,7 @@ impl EntityResolver {
         type_name: &str,
         id: &str,
     ) -> Result<Arc<Vec<Entity>>, EntityFetchError> {
-        let key = (type_name.to_owned(), id.to_owned());
+        let key = (snap.generation, type_name.to_owned(), id.to_owned());
         if let Some(hit) = self.cache.get(&key).await {
             self.metrics.entity_cache(true);
             return Ok(hit);

@@ -273,8 +273,6 @@ fn load_set(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
         }
     };
     let policy_count = ids.len();
-    let request_misfits =
-        super::request_misfits(&schema, routes, &action_uids, &type_names, &user_type);
     Ok(Loaded {
         snapshot: PolicySnapshot {
             index: super::index::PolicyIndex::new(&policies, &schema, &role_type),
@@ -283,7 +281,6 @@ fn load_set(files: &PolicyFiles, routes: &RouteTable) -> Result<Loaded, LoadErro
             version,
             action_uids,
             type_names,
-            request_misfits,
             user_type,
             role_type,
             policy_count,

@@ -38,8 +38,6 @@ pub struct PolicySnapshot {
     pub version: String,
     pub(crate) action_uids: HashMap<String, EntityUid>,
     pub(crate) type_names: HashMap<String, EntityTypeName>,
-    /// Request shapes (see [`request_shape`]) that do not fit the schema, with Cedar's reason.
-    pub(crate) request_misfits: HashMap<RequestShape, String>,
     pub(crate) user_type: EntityTypeName,
     pub(crate) role_type: EntityTypeName,
     pub policy_count: usize,
@@ -382,22 +380,18 @@ impl PolicyEngine {
                 return decision;
             }
         };
-        // Whether a request of this route fits the schema depends only on its types, which
-        // were checked at load for every route (see `load::request_misfits`).
-        let misfit = if snap.request_misfits.is_empty() {
-            None
-        } else {
-            snap.request_misfits
-                .get(&request_shape(route, facts.break_glass_reason.is_some()))
-        };
-        if let Some(misfit) = misfit {
-            decision.errors.push(misfit.clone());
-            return decision;
-        }
         let request = match context(facts, principal.mfa, self.ip_expression(facts.client_ip))
             .and_then(|ctx| {
-                Request::new(principal_uid, action_uid.clone(), resource_uid, ctx, None)
-                    .map_err(|e| format!("request does not fit the schema: {e}"))
+                // The scope's types (and an enum type's ids) and the context, against the
+                // action's `appliesTo`.
+                Request::new(
+                    principal_uid,
+                    action_uid.clone(),
+                    resource_uid,
+                    ctx,
+                    Some(&snap.schema),
+                )
+                .map_err(|e| format!("request does not fit the schema: {}", load::chain(&e)))
             }) {
             Ok(r) => r,
             Err(e) => {
@@ -529,76 +523,6 @@ fn restricted(v: &AttrValue) -> RestrictedExpression {
         AttrValue::Bool(b) => RestrictedExpression::new_bool(*b),
         AttrValue::Set(items) => RestrictedExpression::new_set(items.iter().map(restricted)),
     }
-}
-
-/// What decides whether a request fits the schema: the action, the resource type and which
-/// context attributes it carries (the principal is always a `User`; every context attribute
-/// has a fixed type).
-pub(crate) type RequestShape = (String, String, bool);
-
-fn request_shape(route: &RouteMatch<'_>, break_glass_reason: bool) -> RequestShape {
-    (
-        route.action.to_owned(),
-        route.resource_type.to_owned(),
-        break_glass_reason,
-    )
-}
-
-/// Every route's request shapes checked against the schema once, at load: a sample request
-/// per route, with and without a break-glass reason, validated as Cedar validates a request
-/// (scope types against the action's `appliesTo`, the context against its declared type).
-pub(crate) fn request_misfits(
-    schema: &Schema,
-    routes: &RouteTable,
-    action_uids: &HashMap<String, EntityUid>,
-    type_names: &HashMap<String, EntityTypeName>,
-    user_type: &EntityTypeName,
-) -> HashMap<RequestShape, String> {
-    let mut misfits = HashMap::new();
-    for route in routes.routes() {
-        let (Some(action), Some(ty)) = (
-            action_uids.get(&route.action),
-            type_names.get(&route.resource_type),
-        ) else {
-            continue; // reported by the load as an undeclared action or type
-        };
-        for reason in [None, Some("sample")] {
-            let facts = RequestFacts {
-                method: "GET",
-                path: "/",
-                client_ip: IpAddr::from([127, 0, 0, 1]),
-                break_glass_reason: reason,
-            };
-            let ip = RestrictedExpression::new_ip(facts.client_ip.to_string());
-            let checked = context(&facts, false, ip).and_then(|ctx| {
-                Request::new(
-                    EntityUid::from_type_name_and_id(user_type.clone(), EntityId::new("sample")),
-                    action.clone(),
-                    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new("sample")),
-                    ctx,
-                    Some(schema),
-                )
-                .map_err(|e| {
-                    format!(
-                        "request does not fit the schema (checked at load for every request of \
-                         this route): {}",
-                        load::chain(&e)
-                    )
-                })
-            });
-            if let Err(e) = checked {
-                misfits.insert(
-                    (
-                        route.action.clone(),
-                        route.resource_type.clone(),
-                        reason.is_some(),
-                    ),
-                    e,
-                );
-            }
-        }
-    }
-    misfits
 }
 
 fn context(

@@ -240,9 +240,8 @@ async fn a_principal_attribute_of_the_wrong_type_is_an_invalid_request() {
     assert!(errors.contains("department"), "{errors}");
 }
 
-/// Whether a route's requests fit the schema is worked out once at load; a context type that
-/// wardgate's requests can never satisfy denies every request of the route, with Cedar's reason,
-/// with or without a break-glass reason.
+/// A context type that wardgate's requests can never satisfy denies every request of the
+/// route, with Cedar's reason, with or without a break-glass reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_context_the_schema_does_not_accept_denies_every_request_of_the_route() {
     let shipped = std::fs::read_to_string(

@@ -207,6 +207,27 @@ async fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
     assert_eq!(records.len(), 1);
 }
 
+/// `Connection: host` strips the client's `Host` as hop-by-hop; the upstream still gets one
+/// (HTTP/1.1 requires it), naming the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_always_gets_a_host() {
+    let fx = fixture().start().await;
+    let auth = format!("Bearer {}", token("dr-ada", &["doctor"]));
+    let resp = fx
+        .raw(
+            "GET",
+            "/patients/p-1",
+            &[("Authorization", &auth), ("Connection", "close, Host")],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let got = fx.backend().forwarded();
+    let backend = fx.backend().addr().to_string();
+    fx.finish().await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("host"), backend);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_forwarded_for_from_an_untrusted_peer_is_replaced() {
     let fx = fixture().start().await;
