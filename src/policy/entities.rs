@@ -163,6 +163,65 @@ fn encode_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An answer was checked against the schema of the snapshot that fetched it; a reloaded
+    /// snapshot (whose schema may differ) never gets it from the cache, even if it was stored
+    /// after the reload cleared the cache.
+    #[tokio::test]
+    async fn an_answer_serves_only_the_policy_generation_that_checked_it() {
+        crate::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counted = fetches.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counted.fetch_add(1, SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+            }
+        });
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let files = crate::config::PolicyFiles {
+            dir: dir.clone(),
+            schema: dir.join("clinic.cedarschema"),
+            entities: Some(dir.join("entities.json")),
+            namespace: "Clinic".into(),
+            candidate_dir: None,
+        };
+        let raw: Vec<crate::routes::RawRoute> = serde_yaml::from_str(
+            r#"[{method: GET, path: "/patients/{id}", action: ReadPatient, resource: {type: Patient, id: "{id}"}}]"#,
+        )
+        .unwrap();
+        let routes = crate::routes::RouteTable::compile(raw).unwrap();
+        let first = super::super::load::load(&files, &routes).unwrap().snapshot;
+        let mut second = super::super::load::load(&files, &routes).unwrap().snapshot;
+        second.generation = first.generation + 1;
+        let resolver = EntityResolver::new(
+            format!("http://{addr}/entities/{{type}}/{{id}}"),
+            100,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            Metrics::new(),
+        )
+        .unwrap();
+        for snap in [&first, &first, &second, &second] {
+            let found = resolver.resolve(snap, "Patient", "p-9").await.unwrap();
+            assert!(found.is_empty(), "404 is no entity");
+        }
+        assert_eq!(
+            fetches.load(SeqCst),
+            2,
+            "one fetch per generation, then cached"
+        );
+    }
 
     #[test]
     fn ids_are_encoded_for_the_url() {
