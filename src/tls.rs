@@ -153,7 +153,7 @@ pub fn client_config(tls: &UpstreamTls) -> Result<ClientConfig, TlsError> {
         }
     }
     let builder = ClientConfig::builder().with_root_certificates(roots);
-    // ALPN (http/1.1) is set by the connector; a preset list would make it panic.
+    // ALPN (http/1.1) is set by the upstream pool (`crate::upstream::Pool::new`).
     let cfg = match &tls.client_cert {
         Some((cert, key)) => builder
             .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
