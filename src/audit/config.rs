@@ -161,6 +161,18 @@ pub enum Fsync {
     Interval(Duration),
 }
 
+impl Fsync {
+    /// Whether data first left unsynced at `dirty_since` is due for an fsync at `now` under an
+    /// `interval` policy (`always` syncs with every batch instead).
+    pub fn interval_due(
+        self,
+        dirty_since: Option<std::time::Instant>,
+        now: std::time::Instant,
+    ) -> bool {
+        matches!((self, dirty_since), (Fsync::Interval(every), Some(since)) if now.duration_since(since) >= every)
+    }
+}
+
 impl Default for Fsync {
     fn default() -> Self {
         Fsync::Interval(Duration::from_millis(DEFAULT_FSYNC_INTERVAL_MS))

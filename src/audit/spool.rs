@@ -307,10 +307,8 @@ impl Sink for SpoolWriter {
     }
 
     fn tick(&mut self, now: Instant) -> io::Result<()> {
-        if let (Fsync::Interval(every), Some(since)) = (self.fsync, self.dirty_since) {
-            if now.duration_since(since) >= every {
-                self.sync()?;
-            }
+        if self.fsync.interval_due(self.dirty_since, now) {
+            self.sync()?;
         }
         Ok(())
     }
